@@ -1,0 +1,202 @@
+"""Typed config schemas (registered in Hydra's ConfigStore) and value checks.
+
+OmegaConf rejects unknown keys and wrong types at compose time; :func:`validate` rejects values
+that are well-typed but meaningless (a negative width, a zero LR, ...).  Both surface as one line
+through :func:`lrtransfer.errors.one_line`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+import os
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from .errors import ConfigError
+
+
+class ModelName(Enum):
+    resmlp = "resmlp"
+    transformer = "transformer"
+    linear = "linear"
+
+
+class ParamName(Enum):
+    sp = "sp"
+    ntp = "ntp"
+    mup = "mup"
+    depth_mup = "depth_mup"
+
+
+class OptimName(Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class NormPlacement(Enum):
+    pre = "pre"
+    post = "post"
+    pre_post_mod = "pre_post_mod"
+    none = "none"
+
+
+class BranchScale(Enum):
+    auto = "auto"
+    none = "none"
+    sqrt_depth = "sqrt_depth"
+    depth = "depth"
+
+
+class Schedule(Enum):
+    constant = "constant"
+    cosine = "cosine"
+
+
+class DataName(Enum):
+    mnist1d = "mnist1d"
+    shakespeare = "shakespeare"
+    cifar10 = "cifar10"
+    wikitext103 = "wikitext103"
+    teacher = "teacher"
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class ModelConfig:
+    name: ModelName = ModelName.resmlp
+    width: int = 128
+    depth: int = 4
+    layers_per_block: int = 1
+    base_width: int = 128
+    base_depth: int = 4
+    norm: NormPlacement = NormPlacement.pre
+    branch_scale: BranchScale = BranchScale.auto
+    head_dim: int = 16
+    qk_norm: bool = False
+    bias: bool = True
+    init_scale: float = 1.0
+
+
+@dataclass
+class ParamConfig:
+    name: ParamName = ParamName.sp
+    alpha: float = 0.5  # depth exponent of depth-µP: branch multiplier L^-alpha
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.adam
+    lr: float = 1e-3  # the base LR η0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 500
+    batch_size: int = 128
+    warmup_steps: int = 0
+    schedule: Schedule = Schedule.constant
+    final_window: int = 50
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    divergence_loss: float = 10.0  # a loss above this (or non-finite) marks the run diverged
+    checkpoint_every: int = 0  # 0 = no checkpoints
+    checkpoint_dir: Optional[str] = None  # default: <job output dir>/checkpoint
+    progress: bool = True
+
+
+@dataclass
+class DataConfig:
+    name: DataName = DataName.mnist1d
+    n_train: int = 4000
+    n_test: int = 1000
+    seq_len: int = 64
+    path: Optional[str] = None  # local files for the hub datasets (parquet/arrow), instead of the hub
+    cache_dir: Optional[str] = None  # default: ~/.cache/lrtransfer
+    in_dim: int = 100  # teacher data only
+    out_dim: int = 1  # teacher data only
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "${oc.env:MLFLOW_TRACKING_URI,sqlite:///${cwd:}/outputs/mlflow.db}"
+    experiment: str = "default"
+    run_name: Optional[str] = None
+    parent_run_id: Optional[str] = None
+    flush_every: int = 100  # per-step metrics are sent with log_batch every this many steps
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    param: ParamConfig = field(default_factory=ParamConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    scale: str = "small"
+    seed: int = 0
+    device: Device = Device.auto
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def register_configs() -> None:
+    if not OmegaConf.has_resolver("cwd"):
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {why}")
+
+
+def validate(cfg: Any) -> None:
+    """Reject well-typed but invalid values before any work starts."""
+    m, o, t, d = cfg.model, cfg.optim, cfg.train, cfg.data
+    _check(m.width >= 1, "model.width", m.width, "must be a positive integer")
+    _check(m.base_width >= 1, "model.base_width", m.base_width, "must be a positive integer")
+    _check(m.depth >= 1, "model.depth", m.depth, "must be at least 1")
+    _check(m.base_depth >= 1, "model.base_depth", m.base_depth, "must be at least 1")
+    _check(m.layers_per_block >= 1, "model.layers_per_block", m.layers_per_block, "must be at least 1")
+    _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
+    if _name(m.name) == "transformer":
+        _check(m.head_dim >= 1, "model.head_dim", m.head_dim, "must be a positive integer")
+        _check(m.width % m.head_dim == 0, "model.width", m.width,
+               f"must be divisible by model.head_dim={m.head_dim}")
+    _check(o.lr > 0, "optim.lr", o.lr, "must be positive")
+    _check(0 <= o.momentum < 1, "optim.momentum", o.momentum, "must be in [0, 1)")
+    _check(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "must be non-negative")
+    _check(o.eps >= 0, "optim.eps", o.eps, "must be non-negative")
+    _check(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas),
+           "must be two numbers in [0, 1)")
+    _check(cfg.param.alpha > 0, "param.alpha", cfg.param.alpha, "must be positive")
+    _check(t.steps >= 1, "train.steps", t.steps, "must be at least 1")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be at least 1")
+    _check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be non-negative")
+    _check(t.final_window >= 1, "train.final_window", t.final_window, "must be at least 1")
+    _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "must be non-negative")
+    _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be non-negative")
+    _check(t.divergence_loss > 0, "train.divergence_loss", t.divergence_loss, "must be positive")
+    _check(d.n_train >= t.batch_size or _name(d.name) in ("shakespeare", "wikitext103"), "data.n_train",
+           d.n_train, f"must be at least train.batch_size={t.batch_size}")
+    _check(d.seq_len >= 2, "data.seq_len", d.seq_len, "must be at least 2")
+    _check(cfg.tracking.flush_every >= 1, "tracking.flush_every", cfg.tracking.flush_every, "must be at least 1")
+
+
+def _name(value: Any) -> str:
+    return value.value if isinstance(value, Enum) else str(value)

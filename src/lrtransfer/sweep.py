@@ -1,0 +1,67 @@
+"""Hydra callback: a parent MLflow run per multirun sweep, and a per-job summary at the end.
+
+``on_multirun_start`` runs on the submitting side before any job: it creates the database and the
+experiment (avoiding SQLite's first-use race) and the parent run, whose id reaches the jobs through
+an environment variable (inherited by in-process, submitit-local and Slurm jobs alike).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from .config import register_configs
+from .tracking import PARENT_RUN_ENV, RunTracker, child_runs
+
+
+def job_status(run) -> str:
+    if run.info.status == "FINISHED" and run.data.tags.get("diverged") == "true":
+        return "DIVERGED"
+    return run.info.status
+
+
+def summary_table(runs) -> str:
+    rows = [("run", "status", "final/train_loss", "run_id")]
+    for r in runs:
+        loss = r.data.metrics.get("final/train_loss")
+        rows.append((r.info.run_name, job_status(r), "-" if loss is None else f"{loss:.4g}", r.info.run_id))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+class SweepCallback(Callback):
+    def __init__(self) -> None:
+        register_configs()
+        self.parent: RunTracker | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        if config.tracking.parent_run_id:
+            os.environ[PARENT_RUN_ENV] = config.tracking.parent_run_id
+            return
+        sweep_dir = config.hydra.sweep.dir
+        self.parent = RunTracker(config.tracking.uri, config.tracking.experiment,
+                                 run_name=f"sweep-{os.path.basename(str(sweep_dir))}",
+                                 tags={"sweep": "true", "sweep_dir": str(sweep_dir), "scale": str(config.scale),
+                                       "overrides": " ".join(config.hydra.overrides.task)})
+        os.environ[PARENT_RUN_ENV] = self.parent.run_id
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if self.parent is None:
+            return
+        runs = child_runs(self.parent.client, self.parent.run_id)
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[job_status(r)] = counts.get(job_status(r), 0) + 1
+        self.parent.set_tags({f"jobs_{k.lower()}": v for k, v in counts.items()})
+        self.parent.finish("FINISHED")
+        os.environ.pop(PARENT_RUN_ENV, None)
+        print(f"\nsweep {self.parent.run_id}: {len(runs)} jobs, "
+              + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        print(summary_table(runs))
+        failed = counts.get("FAILED", 0) + counts.get("RUNNING", 0) + counts.get("KILLED", 0)
+        if failed:
+            print(f"error: {failed} job(s) did not finish; see the runs above", file=sys.stderr)
+            sys.exit(1)

@@ -1,0 +1,163 @@
+"""MLflow as the single record: one run per job, a parent run per sweep, metrics sent in batches.
+
+Everything goes through ``MlflowClient`` with explicit run ids (no fluent global state), so one
+process can hold a sweep's parent and a job's run at once and nothing is pickled across jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .errors import TrackingUnavailableError
+
+PARENT_RUN_ENV = "LRTRANSFER_PARENT_RUN_ID"
+PARAM_BATCH = 100  # MLflow's REST limit on params per request
+METRIC_BATCH = 1000
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a tracking server does not answer (instead of N failed jobs)."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:
+                if r.status != 200:
+                    raise TrackingUnavailableError(f"tracking.uri={uri}: /health answered HTTP {r.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingUnavailableError(
+                f"tracking.uri={uri}: MLflow server is not reachable ({reason}); start one with "
+                f"`make mlflow-server` or fix tracking.uri") from None
+    elif uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def client_for(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    check_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client, name: str) -> str:
+    """Create the database schema and the experiment once (a fresh SQLite DB races otherwise)."""
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name)
+    except Exception:  # another process created it between the lookup and the create
+        return client.get_experiment_by_name(name).experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay whole (as their string form)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+class RunTracker:
+    """One MLflow run: params, tags, artifacts, and buffered per-step metrics.
+
+    When resuming (``run_id`` given), points at or below the last step already stored for a key are
+    dropped, so a job replayed from a checkpoint leaves no duplicated and no missing steps.
+    """
+
+    def __init__(self, uri: str, experiment: str, *, run_id: str | None = None, run_name: str | None = None,
+                 parent_run_id: str | None = None, tags: dict[str, str] | None = None):
+        from mlflow.entities import Metric
+
+        self._metric_cls = Metric
+        self.client = client_for(uri)
+        self.experiment_id = ensure_experiment(self.client, experiment)
+        self._buffer: list = []
+        self._logged_until: dict[str, int] = {}
+        all_tags = {"git_commit": git_commit(), **(tags or {})}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags)
+            self.run_id = run.info.run_id
+        else:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self._logged_until = self._last_logged_steps()
+            self.set_tags({"resumed": "true"})
+
+    def _last_logged_steps(self) -> dict[str, int]:
+        keys = self.client.get_run(self.run_id).data.metrics.keys()
+        return {k: max(m.step for m in self.client.get_metric_history(self.run_id, k)) for k in keys}
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[i:i + PARAM_BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        if step <= self._logged_until.get(key, -1):
+            return
+        value = float(value)
+        if not math.isfinite(value):  # MLflow stores NaN/inf poorly across backends; keep a marker
+            value = float("nan") if math.isnan(value) else math.copysign(1e308, value)
+        self._buffer.append(self._metric_cls(key, value, int(time.time() * 1000), int(step)))
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for k, v in metrics.items():
+            self.log_metric(k, v, step)
+
+    def flush(self) -> None:
+        for i in range(0, len(self._buffer), METRIC_BATCH):
+            self.client.log_batch(self.run_id, metrics=self._buffer[i:i + METRIC_BATCH])
+        self._buffer.clear()
+
+    def log_dict(self, data: Any, artifact_file: str) -> None:
+        self.client.log_dict(self.run_id, data, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Flush and close the run; always called, so no run is left RUNNING."""
+        try:
+            self.flush()
+        finally:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def child_runs(client, parent_run_id: str) -> list:
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                              max_results=10000, order_by=["attributes.start_time ASC"])
+
+
+def dumps_config(container: dict) -> str:
+    return json.dumps(container, indent=2, sort_keys=True, default=str)

@@ -1,0 +1,63 @@
+"""Entry point: ``python -m lrtransfer.train [overrides]`` (one job) or ``... -m [sweep overrides]``.
+
+Before Hydra starts any job, every configuration the command would run is composed and checked
+(:mod:`lrtransfer.precheck`), so a typo or a bad value ends in one line, not in N failed jobs.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from .config import register_configs, validate
+from .errors import UserError, one_line
+from .paths import CONF_DIR
+from .precheck import precheck
+from .tracking import PARENT_RUN_ENV
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> float | None:
+    import os
+
+    from .trainer import run_training
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    try:
+        validate(cfg)
+        result = run_training(cfg, hc.runtime.output_dir,
+                              parent_run_id=cfg.tracking.parent_run_id or os.environ.get(PARENT_RUN_ENV),
+                              hydra_config=OmegaConf.to_container(hc, resolve=False, enum_to_str=True))
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        if multirun:
+            return None  # recorded as FAILED in MLflow; the sweep goes on
+        sys.exit(2)
+    except Exception as exc:
+        if not multirun:
+            raise
+        print(f"error: job {hc.job.num} failed: {one_line(exc)}", file=sys.stderr)
+        return None
+    print(f"{result['status']}: final/train_loss={result['final/train_loss']:.4g} "
+          f"final/eval_loss={result['final/eval_loss']:.4g} run_id={result['run_id']}")
+    return result["final/train_loss"]
+
+
+def main() -> None:
+    try:
+        precheck(sys.argv[1:])
+    except Exception as exc:  # any composition or validation failure is the user's input
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    hydra_main()
+
+
+if __name__ == "__main__":
+    main()

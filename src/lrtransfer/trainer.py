@@ -1,0 +1,203 @@
+"""The training loop: seeded, checkpointed, divergence-aware, logging every step to MLflow."""
+
+from __future__ import annotations
+
+import math
+import random
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import load_data
+from .errors import UserError
+from .models import LinearNet, ResMLP, ScalableModel, Transformer
+from .optim import build_optimizer, schedule_factor, set_learning_rates
+from .parametrization import Parametrization
+from .tracking import RunTracker, flatten
+
+
+def value(x: Any) -> Any:
+    """Enum members from typed configs -> their plain value."""
+    return getattr(x, "value", x)
+
+
+def resolve_device(name: str) -> torch.device:
+    name = value(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device='cuda': no CUDA device is available (use device=auto or device=cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_model(cfg: DictConfig, data) -> ScalableModel:
+    m, p = cfg.model, Parametrization(value(cfg.param.name), cfg.param.alpha)
+    name = value(m.name)
+    common = dict(base_width=m.base_width, param=p)
+    scaling = dict(base_depth=m.base_depth, branch_scale=value(m.branch_scale), init_scale=m.init_scale)
+    if name == "transformer":
+        if data.task != "language":
+            raise UserError(f"model.name=transformer needs a language dataset, not data.name={value(cfg.data.name)}")
+        return Transformer(data.vocab_size, data.seq_len, m.width, m.depth, head_dim=m.head_dim,
+                           norm=value(m.norm), qk_norm=m.qk_norm, bias=m.bias, **common, **scaling)
+    if data.task == "language":
+        raise UserError(f"model.name={name} needs an array dataset, not data.name={value(cfg.data.name)}")
+    if name == "linear":
+        return LinearNet(data.in_dim, data.out_dim, m.width, **common)
+    return ResMLP(data.in_dim, data.out_dim, m.width, m.depth, layers_per_block=m.layers_per_block, bias=m.bias,
+                  task=data.task, **common, **scaling)
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable,
+               inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """One optimizer step; the LRs are whatever the optimizer's groups hold."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(inputs), targets)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    was_training = model.training
+    model.eval()
+    try:
+        return float(loss_fn(model(inputs), targets))
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    window: deque = field(default_factory=deque)
+    diverged_at: int | None = None
+
+
+def run_tags(cfg: DictConfig) -> dict[str, str]:
+    return {"model": str(value(cfg.model.name)), "param": str(value(cfg.param.name)),
+            "width": str(cfg.model.width), "depth": str(cfg.model.depth), "lr": str(cfg.optim.lr),
+            "optim": str(value(cfg.optim.name)), "seed": str(cfg.seed), "data": str(value(cfg.data.name)),
+            **{str(k): str(v) for k, v in (cfg.tags or {}).items()}}
+
+
+def default_run_name(cfg: DictConfig) -> str:
+    return (f"{value(cfg.param.name)}-{value(cfg.model.name)}-w{cfg.model.width}-d{cfg.model.depth}"
+            f"-lr{cfg.optim.lr:g}-s{cfg.seed}")
+
+
+def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str | None = None,
+                 hydra_config: dict | None = None) -> dict[str, Any]:
+    """Train one job and record it in MLflow; returns the final metrics, status and run id.
+
+    A diverged run ends early with status FINISHED and tag ``diverged=true``; its final losses are
+    set to ``train.divergence_loss`` (the rule LR-transfer curves use: divergence counts as the cap).
+    Any exception marks the run FAILED (traceback logged as an artifact) and is re-raised.
+    """
+    t = cfg.train
+    ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint")
+    ckpt = load_checkpoint(ckpt_dir) if t.checkpoint_every else None
+    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=ckpt["run_id"] if ckpt else None,
+                         run_name=cfg.tracking.run_name or default_run_name(cfg),
+                         parent_run_id=parent_run_id, tags=run_tags(cfg))
+    try:
+        if ckpt is None:
+            container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            tracker.log_params(flatten(container))
+            tracker.log_dict(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), "config/composed.yaml")
+            tracker.log_dict(container, "config/resolved.yaml")
+            if hydra_config:
+                tracker.log_dict(hydra_config, "config/hydra.yaml")
+            tracker.set_tags({"output_dir": str(output_dir)})
+        result = _train(cfg, tracker, ckpt_dir, ckpt)
+    except BaseException as exc:
+        tracker.set_tags({"error": f"{type(exc).__name__}: {str(exc).strip()[:500]}"})
+        tracker.log_text(traceback.format_exc(), "error.txt")
+        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+    return {**result, "run_id": tracker.run_id, "status": "DIVERGED" if result["diverged"] else "FINISHED"}
+
+
+def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | None) -> dict[str, Any]:
+    t, o = cfg.train, cfg.optim
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = load_data(cfg.data).to(device)
+    model = build_model(cfg, data).to(device)
+    optimizer = build_optimizer(model, value(o.name), o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                betas=tuple(o.betas), eps=o.eps)
+    batch_gen = torch.Generator().manual_seed(cfg.seed)
+    # Fixed batches drawn once: later measurements (spectra, FSLR) use the measurement batch.
+    measure_gen = torch.Generator().manual_seed(cfg.seed + 10_000)
+    measure_batch = data.batch(measure_gen, t.batch_size)
+    eval_x, eval_y = data.eval_batch(t.eval_batch_size)
+    state = TrainState(window=deque(maxlen=t.final_window))
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        batch_gen.set_state(ckpt["batch_gen"])
+        state = TrainState(ckpt["step"], deque(ckpt["window"], maxlen=t.final_window), None)
+        torch.set_rng_state(ckpt["torch_rng"])
+    else:
+        tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), 0)
+        tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device)})
+    del measure_batch  # reserved for the spectra / FSLR measurements
+
+    progress = _progress(t.steps, state.step, enabled=t.progress, desc=tracker.run_id[:8])
+    model.train()
+    for step in range(state.step, t.steps):
+        set_learning_rates(optimizer, o.lr, schedule_factor(step, t.steps, t.warmup_steps, value(t.schedule)))
+        loss = float(train_step(model, optimizer, data.loss, *data.batch(batch_gen, t.batch_size)))
+        tracker.log_metric("train/loss", loss, step)
+        if not math.isfinite(loss) or loss > t.divergence_loss:
+            state.diverged_at = step
+            break
+        state.window.append(loss)
+        state.step = step + 1
+        if t.eval_every and state.step % t.eval_every == 0:
+            tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), state.step)
+        if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+            tracker.flush()
+            save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),
+                                       "optimizer": optimizer.state_dict(), "batch_gen": batch_gen.get_state(),
+                                       "window": list(state.window), "torch_rng": torch.get_rng_state(),
+                                       "run_id": tracker.run_id})
+        elif state.step % cfg.tracking.flush_every == 0:
+            tracker.flush()
+        progress.update(1)
+        if state.step % 10 == 0:
+            progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    progress.close()
+
+    diverged = state.diverged_at is not None
+    if diverged:
+        final_train = final_eval = t.divergence_loss
+        tracker.set_tags({"diverged": "true", "diverged_at_step": state.diverged_at})
+    else:
+        final_train = float(np.mean(state.window))
+        final_eval = evaluate(model, data.loss, eval_x, eval_y)
+        tracker.set_tags({"diverged": "false"})
+    final = {"final/train_loss": final_train, "final/eval_loss": final_eval, "final/diverged": float(diverged)}
+    tracker.log_metrics(final, state.step)
+    return {**final, "diverged": diverged, "steps": state.step}
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, leave=False, mininterval=1.0)

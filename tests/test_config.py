@@ -1,0 +1,82 @@
+"""Config groups compose, experiments run at smoke scale, bad input ends in one line."""
+
+import sys
+
+import pytest
+
+from lrtransfer.data import load_data
+from lrtransfer.paths import CONF_DIR
+from lrtransfer.train import main
+from lrtransfer.trainer import build_model, run_training, value
+
+GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
+          for g in ("model", "param", "optim", "data", "scale", "experiment")}
+DATA_FOR_MODEL = {"resmlp": "mnist1d", "transformer": "shakespeare", "linear": "teacher"}
+
+
+def test_groups_exist():
+    assert GROUPS["model"] == ["linear", "resmlp", "transformer"]
+    assert GROUPS["param"] == ["depth_mup", "mup", "ntp", "sp"]
+    assert {"sgd", "adam"} <= set(GROUPS["optim"])
+    assert {"mnist1d", "shakespeare", "cifar10", "wikitext103"} <= set(GROUPS["data"])
+    assert GROUPS["scale"] == ["paper", "small", "smoke"]
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("param", "optim", "data", "scale") for o in GROUPS[g]])
+def test_every_group_option_composes(make_cfg, group, option):
+    cfg = make_cfg(f"{group}={option}")
+    assert (cfg.scale if group == "scale" else value(cfg[group].name)) == option
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+@pytest.mark.parametrize("param", GROUPS["param"])
+def test_every_model_instantiates_under_every_parametrization(make_cfg, model, param):
+    cfg = make_cfg(f"model={model}", f"param={param}", f"data={DATA_FOR_MODEL[model]}")
+    net = build_model(cfg, load_data(cfg.data))
+    assert net.parametrization.name == param and sum(p.numel() for p in net.parameters()) > 0
+
+
+@pytest.mark.parametrize("experiment", GROUPS["experiment"])
+def test_every_experiment_runs_at_smoke_scale(make_cfg, tmp_path, experiment):
+    cfg = make_cfg(f"experiment={experiment}", hydra_config=True)
+    assert cfg.hydra.sweeper.params, "an experiment file holds its sweep grid"
+    cfg = make_cfg(f"experiment={experiment}", "scale=smoke")
+    assert run_training(cfg, tmp_path)["status"] in ("FINISHED", "DIVERGED")
+
+
+BAD = {
+    "model.widht=64": "model.widht: Key 'widht' not in 'ModelConfig'",
+    "model.width=wide": "model.width: Value 'wide' of type 'str' could not be converted to Integer",
+    "model.width=-8": "model.width=-8: must be a positive integer",
+    "model.depth=0": "model.depth=0: must be at least 1",
+    "optim.lr=0": "optim.lr=0.0: must be positive",
+    "optim.lr=-0.1": "optim.lr=-0.1: must be positive",
+    "param=fancy": "Could not find 'param/fancy'",
+    "param.name=fancy": "param.name: Invalid value 'fancy'",
+    "model=transformer data=shakespeare model.width=40": "model.width=40: must be divisible by model.head_dim=16",
+    "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
+}
+
+
+@pytest.mark.parametrize("args", sorted(BAD))
+@pytest.mark.parametrize("multirun", [False, True])
+def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, multirun):
+    argv = ["lrtransfer-train", *(["-m", "seed=0,1"] if multirun else []), "scale=smoke",
+            f"tracking.uri=sqlite:///{tmp_path}/m.db", *args.split()]
+    if "tracking.uri=http" in args:
+        argv.remove(f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and BAD[args] in err
+    assert not (tmp_path / "m.db").exists(), "nothing may be recorded before the input is valid"
+
+
+def test_bad_value_inside_a_sweep_axis_is_caught_before_any_job(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "-m", "scale=smoke", "model.width=32,0,64",
+                                      f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    with pytest.raises(SystemExit):
+        main()
+    assert "model.width=0: must be a positive integer" in capsys.readouterr().err

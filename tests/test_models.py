@@ -1,0 +1,53 @@
+"""Model structure: shapes, causality, norm placements, branch multipliers."""
+
+import pytest
+import torch
+
+from lrtransfer.models import NORMS, LinearNet, ResMLP, Transformer
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_transformer_is_causal(norm, qk_norm):
+    torch.manual_seed(0)
+    t = Transformer(13, 10, 32, 2, head_dim=8, norm=norm, qk_norm=qk_norm, param="mup", base_width=16)
+    idx = torch.randint(0, 13, (2, 10))
+    out = t(idx)
+    assert out.shape == (2, 10, 13)
+    changed = idx.clone()
+    changed[:, 6:] = (changed[:, 6:] + 1) % 13
+    assert torch.allclose(t(changed)[:, :6], out[:, :6], atol=1e-6)
+    assert not torch.allclose(t(changed)[:, 6:], out[:, 6:])
+
+
+def test_transformer_heads_grow_with_width():
+    t = Transformer(13, 10, 64, 1, head_dim=16)
+    assert t.blocks[0].branch.heads == 4 and t.blocks[0].branch.head_dim == 16
+    with pytest.raises(ValueError, match="model.width=60 is not divisible by model.head_dim=16"):
+        Transformer(13, 10, 60, 1, head_dim=16)
+
+
+def test_norm_placements_differ():
+    idx = torch.randint(0, 13, (2, 10))
+    outs = []
+    for norm in NORMS:
+        torch.manual_seed(0)
+        outs.append(Transformer(13, 10, 32, 2, head_dim=8, norm=norm)(idx))
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert not torch.allclose(outs[i], outs[j])
+
+
+def test_resmlp_branch_multiplier_and_layers_per_block():
+    m = ResMLP(10, 3, 16, 8, layers_per_block=2, base_depth=2, param="depth_mup")
+    assert len(m.blocks) == 8 and len(m.blocks[0].branch) == 4
+    assert all(b.branch_multiplier == pytest.approx(0.5) for b in m.blocks)
+    m.parametrize("sp", branch_scale="depth")
+    assert all(b.branch_multiplier == pytest.approx(0.25) for b in m.blocks)
+
+
+def test_linear_net_is_linear():
+    net = LinearNet(6, 2, 16, param="ntp")
+    x, y = torch.randn(4, 6), torch.randn(4, 6)
+    assert torch.allclose(net(x + 2 * y), net(x) + 2 * net(y), atol=1e-5)
+    assert net.task == "regression"

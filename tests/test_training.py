@@ -1,0 +1,125 @@
+"""The training loop end to end against a temporary MLflow database."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import mlflow_client
+from lrtransfer.trainer import run_training
+
+ENV = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def history(client, run_id, key):
+    return [(m.step, m.value) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+def test_short_run_logs_expected_metrics(make_cfg, tracking_uri, tmp_path):
+    cfg = make_cfg("train.steps=12", "train.eval_every=5", "tracking.experiment=unit")
+    result = run_training(cfg, tmp_path / "job")
+    client = mlflow_client(tracking_uri)
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["diverged"] == "false"
+    assert [s for s, _ in history(client, run.info.run_id, "train/loss")] == list(range(12))
+    assert [s for s, _ in history(client, run.info.run_id, "eval/loss")] == [0, 5, 10]
+    train = [v for _, v in history(client, run.info.run_id, "train/loss")]
+    assert run.data.metrics["final/train_loss"] == pytest.approx(sum(train[-3:]) / 3)
+    assert {"final/eval_loss", "final/diverged"} <= set(run.data.metrics)
+    assert run.data.params["model.width"] == "128" and run.data.params["optim.name"] == "adam"
+    for tag in ("git_commit", "model", "param", "width", "depth", "lr", "seed"):
+        assert tag in run.data.tags
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
+    assert artifacts == {"config/composed.yaml", "config/resolved.yaml"}
+
+
+def test_same_seed_same_history_and_seed_matters(make_cfg, tracking_uri, tmp_path):
+    client = mlflow_client(tracking_uri)
+    runs = [run_training(make_cfg(f"seed={s}", "train.steps=8"), tmp_path / str(i))["run_id"]
+            for i, s in enumerate([3, 3, 4])]
+    h = [history(client, r, "train/loss") for r in runs]
+    assert h[0] == h[1] and h[0] != h[2]
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model=transformer", "data=shakespeare", "model.width=32", "data.seq_len=16"),
+    ("model=linear", "data=teacher", "optim=sgd", "train.batch_size=256"),
+    ("param=depth_mup", "optim=sgd", "model.depth=8", "model.layers_per_block=2"),
+])
+def test_every_model_trains(make_cfg, tmp_path, overrides):
+    result = run_training(make_cfg(*overrides), tmp_path)
+    assert result["status"] == "FINISHED" and result["steps"] == 6
+
+
+def test_diverged_run_is_recorded(make_cfg, tracking_uri, tmp_path):
+    result = run_training(make_cfg("optim.lr=1e4", "train.steps=50", "train.divergence_loss=10"), tmp_path)
+    run = mlflow_client(tracking_uri).get_run(result["run_id"])
+    assert result["diverged"] and run.info.status == "FINISHED"
+    assert run.data.tags["diverged"] == "true"
+    assert run.data.metrics["final/train_loss"] == 10.0 and run.data.metrics["final/diverged"] == 1.0
+
+
+def train_cli(*args, cwd, timeout=240, **popen):
+    cmd = [sys.executable, "-m", "lrtransfer.train", *args]
+    if popen:
+        return subprocess.Popen(cmd, cwd=cwd, env=ENV, **popen)
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sweep_goes_on_past_diverged_and_failed_jobs(tracking_uri, tmp_path):
+    r = train_cli("-m", "scale=smoke", f"tracking.uri={tracking_uri}", "tracking.experiment=sweep",
+                  f"data.cache_dir={tmp_path}/cache", "optim.lr=0.001,10000", "data=mnist1d,cifar10",
+                  f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]  # a failed job makes the sweep exit non-zero, at the end
+    client = mlflow_client(tracking_uri)
+    exp = client.get_experiment_by_name("sweep")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [x for x in runs if x.data.tags.get("sweep") == "true"]
+    children = [x for x in runs if x.data.tags.get("sweep") != "true"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    status = sorted((c.data.tags["data"], c.data.tags["lr"], c.info.status, c.data.tags.get("diverged"))
+                    for c in children)
+    assert status == [("cifar10", "0.001", "FAILED", None), ("cifar10", "10000.0", "FAILED", None),
+                      ("mnist1d", "0.001", "FINISHED", "false"), ("mnist1d", "10000.0", "FINISHED", "true")]
+    assert "4 jobs" in r.stdout and "1 DIVERGED" in r.stdout and "2 FAILED" in r.stdout
+    assert "dataset 'cifar10' is not available" in r.stderr
+
+
+def test_resume_after_kill_continues_the_same_run(tracking_uri, tmp_path):
+    common = ["scale=smoke", "model.width=16", "model.depth=1", "train.steps=3000", "train.batch_size=16",
+              "train.eval_every=500", "train.final_window=20", "train.checkpoint_every=200",
+              "tracking.flush_every=50", f"data.cache_dir={tmp_path}/cache"]
+    killed = train_cli(*common, f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}/job", cwd=tmp_path,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "job" / "checkpoint" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run finished before it could be killed; make it longer"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    r = train_cli(*common, f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}/job", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    ref_uri = f"sqlite:///{tmp_path}/ref.db"
+    ref = train_cli(*common, f"tracking.uri={ref_uri}", f"hydra.run.dir={tmp_path}/ref", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+
+    client, ref_client = mlflow_client(tracking_uri), mlflow_client(ref_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    (ref_run,) = ref_client.search_runs([ref_client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags.get("resumed") == "true"
+    resumed, uninterrupted = history(client, run.info.run_id, "train/loss"), history(
+        ref_client, ref_run.info.run_id, "train/loss")
+    assert [s for s, _ in resumed] == list(range(3000))  # no duplicated and no missing steps
+    assert resumed == uninterrupted
+    assert run.data.metrics["final/train_loss"] == ref_run.data.metrics["final/train_loss"]
+    assert run.data.metrics["final/eval_loss"] == ref_run.data.metrics["final/eval_loss"]
+    saved = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/resolved.yaml",
+                                                          str(tmp_path))).read_text())
+    assert saved["train"]["steps"] == 3000
