@@ -82,6 +82,20 @@ def evaluate(model: torch.nn.Module, loss_fn: Callable, inputs: torch.Tensor, ta
 
 
 @dataclass
+class LoopSettings:
+    steps: int
+    lr: float
+    batch_size: int
+    warmup_steps: int = 0
+    schedule: str = "constant"
+    divergence_loss: float = 10.0
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    flush_every: int = 100
+    progress: bool = True
+
+
+@dataclass
 class TrainState:
     step: int = 0
     window: deque = field(default_factory=deque)
@@ -158,31 +172,15 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
         tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device)})
     del measure_batch  # reserved for the spectra / FSLR measurements
 
-    progress = _progress(t.steps, state.step, enabled=t.progress, desc=tracker.run_id[:8])
-    model.train()
-    for step in range(state.step, t.steps):
-        set_learning_rates(optimizer, o.lr, schedule_factor(step, t.steps, t.warmup_steps, value(t.schedule)))
-        loss = float(train_step(model, optimizer, data.loss, *data.batch(batch_gen, t.batch_size)))
-        tracker.log_metric("train/loss", loss, step)
-        if not math.isfinite(loss) or loss > t.divergence_loss:
-            state.diverged_at = step
-            break
-        state.window.append(loss)
-        state.step = step + 1
-        if t.eval_every and state.step % t.eval_every == 0:
-            tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), state.step)
-        if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-            tracker.flush()
-            save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),
-                                       "optimizer": optimizer.state_dict(), "batch_gen": batch_gen.get_state(),
-                                       "window": list(state.window), "torch_rng": torch.get_rng_state(),
-                                       "run_id": tracker.run_id})
-        elif state.step % cfg.tracking.flush_every == 0:
-            tracker.flush()
-        progress.update(1)
-        if state.step % 10 == 0:
-            progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    progress.close()
+    def checkpoint() -> None:
+        save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),
+                                   "optimizer": optimizer.state_dict(), "batch_gen": batch_gen.get_state(),
+                                   "window": list(state.window), "torch_rng": torch.get_rng_state(),
+                                   "run_id": tracker.run_id})
+
+    loop = LoopSettings(t.steps, o.lr, t.batch_size, t.warmup_steps, value(t.schedule), t.divergence_loss,
+                        t.eval_every, t.checkpoint_every, cfg.tracking.flush_every, t.progress)
+    train_loop(model, optimizer, data, batch_gen, state, tracker, loop, (eval_x, eval_y), checkpoint)
 
     diverged = state.diverged_at is not None
     if diverged:
@@ -195,6 +193,34 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
     final = {"final/train_loss": final_train, "final/eval_loss": final_eval, "final/diverged": float(diverged)}
     tracker.log_metrics(final, state.step)
     return {**final, "diverged": diverged, "steps": state.step}
+
+
+def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, batch_gen: torch.Generator,
+               state: TrainState, tracker: RunTracker, s: LoopSettings, eval_batch: tuple,
+               checkpoint: Callable[[], None]) -> None:
+    """Steps ``state.step`` .. ``s.steps``-1; stops at the first diverged step (``state.diverged_at``)."""
+    progress = _progress(s.steps, state.step, enabled=s.progress, desc=tracker.run_id[:8])
+    model.train()
+    for step in range(state.step, s.steps):
+        set_learning_rates(optimizer, s.lr, schedule_factor(step, s.steps, s.warmup_steps, s.schedule))
+        loss = float(train_step(model, optimizer, data.loss, *data.batch(batch_gen, s.batch_size)))
+        tracker.log_metric("train/loss", loss, step)
+        if not math.isfinite(loss) or loss > s.divergence_loss:
+            state.diverged_at = step
+            break
+        state.window.append(loss)
+        state.step = step + 1
+        if s.eval_every and state.step % s.eval_every == 0:
+            tracker.log_metric("eval/loss", evaluate(model, data.loss, *eval_batch), state.step)
+        if s.checkpoint_every and state.step % s.checkpoint_every == 0:
+            tracker.flush()  # metrics first: a resumed run skips what is already stored
+            checkpoint()
+        elif state.step % s.flush_every == 0:
+            tracker.flush()
+        progress.update(1)
+        if state.step % 10 == 0:
+            progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
+    progress.close()
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):
