@@ -24,12 +24,31 @@ def job_status(run) -> str:
 
 
 def summary_table(runs) -> str:
-    rows = [("run", "status", "final/train_loss", "run_id")]
+    rows = [("run", "status", "requeued", "final/train_loss", "slurm job", "run_id")]
     for r in runs:
         loss = r.data.metrics.get("final/train_loss")
-        rows.append((r.info.run_name, job_status(r), "-" if loss is None else f"{loss:.4g}", r.info.run_id))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+        rows.append((r.info.run_name, job_status(r), r.data.tags.get("requeued", "0"),
+                     "-" if loss is None else f"{loss:.4g}", r.data.tags.get("slurm_job_id", "-"), r.info.run_id))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def close_orphans(client, runs) -> None:
+    """Runs still open when the launcher has returned belong to jobs that died without Python
+    cleanup (killed, out of memory, node failure): record them as FAILED rather than leave them open."""
+    for r in runs:
+        if r.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_tag(r.info.run_id, "error", "the job ended without closing its run (killed?)")
+            client.set_terminated(r.info.run_id, status="FAILED")
+
+
+_open_sweeps: list["SweepCallback"] = []
+
+
+def close_open_sweeps() -> None:
+    """Close parents whose sweep ended without ``on_multirun_end`` (the launcher raised)."""
+    while _open_sweeps:
+        _open_sweeps.pop().finish(aborted=True)
 
 
 class SweepCallback(Callback):
@@ -47,21 +66,30 @@ class SweepCallback(Callback):
                                  tags={"sweep": "true", "sweep_dir": str(sweep_dir), "scale": str(config.scale),
                                        "overrides": " ".join(config.hydra.overrides.task)})
         os.environ[PARENT_RUN_ENV] = self.parent.run_id
+        _open_sweeps.append(self)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.parent is None:
-            return
+        if self.parent is not None:
+            _open_sweeps.remove(self)
+            self.finish()
+
+    def finish(self, aborted: bool = False) -> None:
+        """Close orphaned job runs and the parent, tag job counts, print the per-job summary.
+
+        ``aborted``: the launcher raised, and cluster jobs may still be running; leave their runs be."""
+        if not aborted:
+            close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id))
         runs = child_runs(self.parent.client, self.parent.run_id)
         counts: dict[str, int] = {}
         for r in runs:
             counts[job_status(r)] = counts.get(job_status(r), 0) + 1
         self.parent.set_tags({f"jobs_{k.lower()}": v for k, v in counts.items()})
-        self.parent.finish("FINISHED")
+        self.parent.finish("FAILED" if aborted else "FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
         print(f"\nsweep {self.parent.run_id}: {len(runs)} jobs, "
               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         print(summary_table(runs))
-        failed = counts.get("FAILED", 0) + counts.get("RUNNING", 0) + counts.get("KILLED", 0)
-        if failed:
+        failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
+        if failed and not aborted:
             print(f"error: {failed} job(s) did not finish; see the runs above", file=sys.stderr)
             sys.exit(1)

@@ -115,6 +115,9 @@ class RunTracker:
         for i in range(0, len(items), PARAM_BATCH):
             self.client.log_batch(self.run_id, params=items[i:i + PARAM_BATCH])
 
+    def tags(self) -> dict[str, str]:
+        return self.client.get_run(self.run_id).data.tags
+
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, str(v))

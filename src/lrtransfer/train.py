@@ -17,6 +17,7 @@ from .config import register_configs, validate
 from .errors import UserError, one_line
 from .paths import CONF_DIR
 from .precheck import precheck
+from .sweep import close_open_sweeps
 from .tracking import PARENT_RUN_ENV
 
 register_configs()
@@ -56,7 +57,10 @@ def main() -> None:
     except Exception as exc:  # any composition or validation failure is the user's input
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-    hydra_main()
+    try:
+        hydra_main()
+    finally:
+        close_open_sweeps()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import traceback
 from collections import deque
@@ -20,6 +21,7 @@ from .errors import UserError
 from .models import LinearNet, ResMLP, ScalableModel, Transformer
 from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
+from .preemption import PreemptionGuard, Requeued
 from .tracking import RunTracker, flatten
 
 
@@ -124,7 +126,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     """
     t = cfg.train
     ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint")
-    ckpt = load_checkpoint(ckpt_dir) if t.checkpoint_every else None
+    ckpt = load_checkpoint(ckpt_dir)
     tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=ckpt["run_id"] if ckpt else None,
                          run_name=cfg.tracking.run_name or default_run_name(cfg),
                          parent_run_id=parent_run_id, tags=run_tags(cfg))
@@ -137,11 +139,20 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
             if hydra_config:
                 tracker.log_dict(hydra_config, "config/hydra.yaml")
             tracker.set_tags({"output_dir": str(output_dir)})
+        if ckpt is not None:
+            tracker.set_tags({"requeued": int(tracker.tags().get("requeued", 0)) + 1})
+        if "SLURM_JOB_ID" in os.environ:
+            array = os.environ.get("SLURM_ARRAY_JOB_ID")
+            job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
+            tracker.set_tags({"slurm_job_id": job})
         result = _train(cfg, tracker, ckpt_dir, ckpt)
+    except Requeued:
+        tracker.finish("SCHEDULED")  # checkpointed; Slurm runs it again and it resumes this run
+        raise
     except BaseException as exc:
         tracker.set_tags({"error": f"{type(exc).__name__}: {str(exc).strip()[:500]}"})
         tracker.log_text(traceback.format_exc(), "error.txt")
-        tracker.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        tracker.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     tracker.finish("FINISHED")
     return {**result, "run_id": tracker.run_id, "status": "DIVERGED" if result["diverged"] else "FINISHED"}
@@ -180,7 +191,8 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
 
     loop = LoopSettings(t.steps, o.lr, t.batch_size, t.warmup_steps, value(t.schedule), t.divergence_loss,
                         t.eval_every, t.checkpoint_every, cfg.tracking.flush_every, t.progress)
-    train_loop(model, optimizer, data, batch_gen, state, tracker, loop, (eval_x, eval_y), checkpoint)
+    with PreemptionGuard() as guard:
+        train_loop(model, optimizer, data, batch_gen, state, tracker, loop, (eval_x, eval_y), checkpoint, guard)
 
     diverged = state.diverged_at is not None
     if diverged:
@@ -197,8 +209,12 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
 
 def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, batch_gen: torch.Generator,
                state: TrainState, tracker: RunTracker, s: LoopSettings, eval_batch: tuple,
-               checkpoint: Callable[[], None]) -> None:
-    """Steps ``state.step`` .. ``s.steps``-1; stops at the first diverged step (``state.diverged_at``)."""
+               checkpoint: Callable[[], None], guard: PreemptionGuard | None = None) -> None:
+    """Steps ``state.step`` .. ``s.steps``-1; stops at the first diverged step (``state.diverged_at``).
+
+    When ``guard`` saw Slurm's warning signal, the step in flight finishes, a checkpoint is saved and
+    the guard hands the job back to Slurm (this function then does not return).
+    """
     progress = _progress(s.steps, state.step, enabled=s.progress, desc=tracker.run_id[:8])
     model.train()
     for step in range(state.step, s.steps):
@@ -212,6 +228,10 @@ def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, b
         state.step = step + 1
         if s.eval_every and state.step % s.eval_every == 0:
             tracker.log_metric("eval/loss", evaluate(model, data.loss, *eval_batch), state.step)
+        if guard is not None and guard.requested:
+            tracker.flush()
+            checkpoint()
+            guard.hand_over()
         if s.checkpoint_every and state.step % s.checkpoint_every == 0:
             tracker.flush()  # metrics first: a resumed run skips what is already stored
             checkpoint()

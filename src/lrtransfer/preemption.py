@@ -1,0 +1,51 @@
+"""Checkpoint on Slurm's warning signal, at a step boundary, then let submitit requeue the job.
+
+Slurm sends SIGUSR2 ahead of a timeout or preemption (hydra-submitit-launcher asks for it with
+``--signal=USR2@<signal_delay_s>``). submitit's own handler requeues and exits immediately, which
+could land in the middle of an optimizer step. This guard only raises a flag; the training loop
+checks it after each step, saves a consistent checkpoint, and then hands the signal to the handler
+that was installed before (submitit's), which requeues the job and exits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class Requeued(SystemExit):
+    """Raised (via submitit's exit) after a checkpoint was saved and the job handed back to Slurm."""
+
+
+class PreemptionGuard:
+    def __init__(self, signum: int = signal.SIGUSR2):
+        self.signum = signum
+        self.requested = False
+        self._previous = None
+        self._installed = False
+
+    def __enter__(self) -> "PreemptionGuard":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(self.signum, self._flag)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(self.signum, self._previous)
+            self._installed = False
+
+    def _flag(self, signum, frame) -> None:
+        self.requested = True
+
+    def hand_over(self) -> None:
+        """Restore the previous handler and run it (submitit: requeue + exit); never returns."""
+        previous = self._previous
+        self.__exit__()
+        if callable(previous):
+            try:
+                previous(self.signum, None)
+            except SystemExit as exc:
+                raise Requeued(exc.code) from None
+        raise SystemExit(f"stopped on {signal.Signals(self.signum).name} after saving a checkpoint; "
+                         "run the same job again to resume")
