@@ -65,6 +65,22 @@ class DataName(Enum):
     teacher = "teacher"
 
 
+class EigenMethod(Enum):
+    lanczos = "lanczos"
+    power = "power"
+
+
+class FslrMode(Enum):
+    off = "off"
+    record = "record"
+    flerm = "flerm"
+
+
+class FslrMethod(Enum):
+    kronecker = "kronecker"
+    full_cov = "full_cov"
+
+
 class Device(Enum):
     auto = "auto"
     cpu = "cpu"
@@ -140,6 +156,46 @@ class TrackingConfig:
 
 
 @dataclass
+class SpectraConfig:
+    every: int = 0  # 0 = off; else at step 0 and every this many steps, on the fixed measurement batch
+    batch_size: int = 256  # size of that batch, drawn once from the training data
+    k: int = 1  # top-k Hessian eigenvalues
+    method: EigenMethod = EigenMethod.lanczos  # power = PyHessian's deflated power iteration
+    tol: Optional[float] = None  # None: the method's default (lanczos 1e-9 relative residual, power 1e-3)
+    max_iter: Optional[int] = None
+    trace: bool = False
+    trace_probes: int = 99
+    ggn: bool = False
+    ntk: int = 0  # top-k NTK eigenvalues (0 = none)
+    preconditioned: bool = False  # Adam: lambda_max(P^-1 H) and its threshold
+    directional: bool = False
+
+
+@dataclass
+class MeasureConfig:
+    spectra: SpectraConfig = field(default_factory=SpectraConfig)
+
+
+@dataclass
+class FslrBaseConfig:
+    run_id: Optional[str] = None  # an explicit base run (its fslr/record.json)
+    path: Optional[str] = None  # or a record file
+    experiment: Optional[str] = None  # where to search for base runs; default tracking.experiment
+    init_scale: float = 1.0  # the base model's model.init_scale
+
+
+@dataclass
+class FslrConfig:
+    mode: FslrMode = FslrMode.off
+    every: int = 100  # periodic estimates (record mode; flerm with first_step_only=false)
+    warmup_samples: int = 41  # estimates of the first step's update
+    method: FslrMethod = FslrMethod.kronecker
+    beta: float = 0.9
+    first_step_only: bool = True  # flerm: set the LRs once at step 0 (the paper's main variant)
+    base: FslrBaseConfig = field(default_factory=FslrBaseConfig)
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     param: ParamConfig = field(default_factory=ParamConfig)
@@ -147,6 +203,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    fslr: FslrConfig = field(default_factory=FslrConfig)
     scale: str = "small"
     seed: int = 0
     device: Device = Device.auto
@@ -195,6 +253,20 @@ def validate(cfg: Any) -> None:
     _check(d.n_train >= t.batch_size or _name(d.name) in ("shakespeare", "wikitext103"), "data.n_train",
            d.n_train, f"must be at least train.batch_size={t.batch_size}")
     _check(d.seq_len >= 2, "data.seq_len", d.seq_len, "must be at least 2")
+    sp = cfg.measure.spectra
+    _check(sp.every >= 0, "measure.spectra.every", sp.every, "must be non-negative (0 = off)")
+    _check(sp.batch_size >= 1, "measure.spectra.batch_size", sp.batch_size, "must be at least 1")
+    _check(sp.k >= 1, "measure.spectra.k", sp.k, "must be at least 1")
+    _check(sp.ntk >= 0, "measure.spectra.ntk", sp.ntk, "must be non-negative")
+    _check(not sp.preconditioned or _name(o.name) != "sgd", "measure.spectra.preconditioned", True,
+           "needs optim=adam or adamw")
+    f = cfg.fslr
+    _check(f.every >= 1, "fslr.every", f.every, "must be at least 1")
+    _check(f.warmup_samples >= 1, "fslr.warmup_samples", f.warmup_samples, "must be at least 1")
+    _check(0 <= f.beta < 1, "fslr.beta", f.beta, "must be in [0, 1)")
+    if _name(f.mode) == "flerm":
+        _check(m.depth % m.base_depth == 0, "model.depth", m.depth,
+               f"must be a multiple of model.base_depth={m.base_depth} for FLeRM's depth mapping")
     _check(cfg.tracking.flush_every >= 1, "tracking.flush_every", cfg.tracking.flush_every, "must be at least 1")
 
 

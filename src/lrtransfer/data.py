@@ -103,6 +103,7 @@ def _cached(name: str, cache_dir: Path, build):
     """Build a ``datasets.Dataset`` once and keep it on disk (arrow) for later runs."""
     import datasets
 
+    datasets.disable_progress_bars()  # one-off cache writes; the training bar is the progress that matters
     path = cache_dir / name
     if path.exists():
         return datasets.load_from_disk(str(path))

@@ -6,7 +6,7 @@ process can hold a sweep's parent and a job's run at once and nothing is pickled
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import os
 import subprocess
@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TrackingUnavailableError
+
+# Progress bars of artifact transfers would interleave with the training progress bars.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PARENT_RUN_ENV = "LRTRANSFER_PARENT_RUN_ID"
 PARAM_BATCH = 100  # MLflow's REST limit on params per request
@@ -42,6 +45,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
 def client_for(uri: str):
     from mlflow.tracking import MlflowClient
 
+    # The database migrations log a page of INFO lines on first use; they are not news to the user.
+    for name in ("mlflow.store.db.utils", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     check_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
@@ -161,6 +167,3 @@ def child_runs(client, parent_run_id: str) -> list:
     return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               max_results=10000, order_by=["attributes.start_time ASC"])
 
-
-def dumps_config(container: dict) -> str:
-    return json.dumps(container, indent=2, sort_keys=True, default=str)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import os
 import random
+import tempfile
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,11 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_data
+from .flerm_base import mapped_base_series
+from .fslr import FunctionSpaceLR
+from .measurements import FslrHook, SpectraHook, StepHook
 from .errors import UserError
 from .models import LinearNet, ResMLP, ScalableModel, Transformer
 from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued
+from .spectra import SpectraSettings
 from .tracking import RunTracker, flatten
 
 
@@ -105,10 +110,13 @@ class TrainState:
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    return {"model": str(value(cfg.model.name)), "param": str(value(cfg.param.name)),
-            "width": str(cfg.model.width), "depth": str(cfg.model.depth), "lr": str(cfg.optim.lr),
-            "optim": str(value(cfg.optim.name)), "seed": str(cfg.seed), "data": str(value(cfg.data.name)),
-            **{str(k): str(v) for k, v in (cfg.tags or {}).items()}}
+    tags = {"model": value(cfg.model.name), "param": value(cfg.param.name), "width": cfg.model.width,
+            "depth": cfg.model.depth, "lr": cfg.optim.lr, "optim": value(cfg.optim.name), "seed": cfg.seed,
+            "data": value(cfg.data.name), "init_scale": float(cfg.model.init_scale),
+            "fslr_mode": value(cfg.fslr.mode)}
+    if value(cfg.model.name) == "transformer":
+        tags["norm"] = value(cfg.model.norm)
+    return {str(k): str(v) for k, v in {**tags, **(cfg.tags or {})}.items()}
 
 
 def default_run_name(cfg: DictConfig) -> str:
@@ -139,7 +147,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
             if hydra_config:
                 tracker.log_dict(hydra_config, "config/hydra.yaml")
             tracker.set_tags({"output_dir": str(output_dir)})
-        if ckpt is not None:
+        else:
             tracker.set_tags({"requeued": int(tracker.tags().get("requeued", 0)) + 1})
         if "SLURM_JOB_ID" in os.environ:
             array = os.environ.get("SLURM_ARRAY_JOB_ID")
@@ -167,32 +175,33 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
     optimizer = build_optimizer(model, value(o.name), o.lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                 betas=tuple(o.betas), eps=o.eps)
     batch_gen = torch.Generator().manual_seed(cfg.seed)
-    # Fixed batches drawn once: later measurements (spectra, FSLR) use the measurement batch.
-    measure_gen = torch.Generator().manual_seed(cfg.seed + 10_000)
-    measure_batch = data.batch(measure_gen, t.batch_size)
     eval_x, eval_y = data.eval_batch(t.eval_batch_size)
+    hooks = build_hooks(cfg, model, optimizer, data, tracker)
     state = TrainState(window=deque(maxlen=t.final_window))
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         batch_gen.set_state(ckpt["batch_gen"])
+        for hook, hook_state in zip(hooks, ckpt["hooks"]):
+            hook.load_state_dict(hook_state)
         state = TrainState(ckpt["step"], deque(ckpt["window"], maxlen=t.final_window), None)
         torch.set_rng_state(ckpt["torch_rng"])
     else:
         tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), 0)
         tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device)})
-    del measure_batch  # reserved for the spectra / FSLR measurements
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),
                                    "optimizer": optimizer.state_dict(), "batch_gen": batch_gen.get_state(),
                                    "window": list(state.window), "torch_rng": torch.get_rng_state(),
-                                   "run_id": tracker.run_id})
+                                   "hooks": [h.state_dict() for h in hooks], "run_id": tracker.run_id})
 
     loop = LoopSettings(t.steps, o.lr, t.batch_size, t.warmup_steps, value(t.schedule), t.divergence_loss,
                         t.eval_every, t.checkpoint_every, cfg.tracking.flush_every, t.progress)
     with PreemptionGuard() as guard:
-        train_loop(model, optimizer, data, batch_gen, state, tracker, loop, (eval_x, eval_y), checkpoint, guard)
+        train_loop(model, optimizer, data, batch_gen, state, tracker, loop, (eval_x, eval_y), checkpoint, guard,
+                   hooks)
+    write_hook_artifacts(hooks, tracker)
 
     diverged = state.diverged_at is not None
     if diverged:
@@ -209,7 +218,8 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
 
 def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, batch_gen: torch.Generator,
                state: TrainState, tracker: RunTracker, s: LoopSettings, eval_batch: tuple,
-               checkpoint: Callable[[], None], guard: PreemptionGuard | None = None) -> None:
+               checkpoint: Callable[[], None], guard: PreemptionGuard | None = None,
+               hooks: Sequence[StepHook] = ()) -> None:
     """Steps ``state.step`` .. ``s.steps``-1; stops at the first diverged step (``state.diverged_at``).
 
     When ``guard`` saw Slurm's warning signal, the step in flight finishes, a checkpoint is saved and
@@ -219,11 +229,15 @@ def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, b
     model.train()
     for step in range(state.step, s.steps):
         set_learning_rates(optimizer, s.lr, schedule_factor(step, s.steps, s.warmup_steps, s.schedule))
+        for hook in hooks:
+            tracker.log_metrics(hook.before_step(step), step)
         loss = float(train_step(model, optimizer, data.loss, *data.batch(batch_gen, s.batch_size)))
         tracker.log_metric("train/loss", loss, step)
         if not math.isfinite(loss) or loss > s.divergence_loss:
             state.diverged_at = step
             break
+        for hook in hooks:
+            tracker.log_metrics(hook.after_step(step), step)
         state.window.append(loss)
         state.step = step + 1
         if s.eval_every and state.step % s.eval_every == 0:
@@ -241,6 +255,49 @@ def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, b
         if state.step % 10 == 0:
             progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
     progress.close()
+
+
+def measurement_batch(cfg: DictConfig, data) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed batch spectra are measured on: drawn once from the training data, own generator."""
+    return data.batch(torch.Generator().manual_seed(cfg.seed + 10_000), cfg.measure.spectra.batch_size)
+
+
+def build_hooks(cfg: DictConfig, model: ScalableModel, optimizer: torch.optim.Optimizer, data,
+                tracker: RunTracker) -> list[StepHook]:
+    """The measurements ``measure.spectra`` and ``fslr`` ask for; FLeRM's base is resolved here,
+    before the first step, so a missing base record fails the run at once."""
+    hooks: list[StepHook] = []
+    sp, f, o = cfg.measure.spectra, cfg.fslr, cfg.optim
+    if sp.every:
+        settings = SpectraSettings(every=sp.every, k=sp.k, method=value(sp.method), tol=sp.tol, max_iter=sp.max_iter,
+                                   trace=sp.trace, trace_probes=sp.trace_probes, ggn=sp.ggn, ntk=sp.ntk,
+                                   preconditioned=sp.preconditioned, directional=sp.directional, seed=cfg.seed)
+        hooks.append(SpectraHook(model, data.loss, measurement_batch(cfg, data), settings, optimizer,
+                                 value(o.name), o.lr))
+    mode = value(f.mode)
+    if mode != "off":
+        base = None
+        if mode == "flerm":
+            base, source = mapped_base_series(cfg, tracker.client, value, [n for n, _ in model.named_parameters()])
+            tracker.set_tags({"fslr_base": source})
+        gens = {"batches": torch.Generator().manual_seed(cfg.seed + 20_000),
+                "functional": torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed + 30_000)}
+        fslr = FunctionSpaceLR(model, optimizer, mode, base=base, every=f.every,
+                               first_step_only=f.first_step_only if mode == "flerm" else False,
+                               warmup_samples=f.warmup_samples, method=value(f.method), beta=f.beta,
+                               generator=gens["functional"])
+        meta = {"model": value(cfg.model.name), "param": value(cfg.param.name), "optim": value(o.name),
+                "width": cfg.model.width, "depth": cfg.model.depth, "init_scale": cfg.model.init_scale,
+                "lr": o.lr, "seed": cfg.seed, "every": f.every, "method": value(f.method), "run_id": tracker.run_id}
+        hooks.append(FslrHook(fslr, lambda: data.batch(gens["batches"], cfg.train.batch_size)[0], gens, meta))
+    return hooks
+
+
+def write_hook_artifacts(hooks: Sequence[StepHook], tracker: RunTracker) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for hook in hooks:
+            for path in hook.write_artifacts(Path(tmp)):
+                tracker.log_artifact(path, hook.artifact_dir)
 
 
 def _progress(total: int, initial: int, enabled: bool, desc: str):

@@ -1,0 +1,50 @@
+"""Symmetric linear operators on flat vectors, and the running count of products spent on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SpectraStats:
+    """Cost of spectra computations, filled in by every function that takes ``stats=``.
+
+    ``hvps`` counts curvature-matrix-vector products (Hessian, Gauss-Newton or NTK); each costs about
+    as much as one Hessian-vector product, i.e. two to three gradients.  Pass the same object to
+    several calls to add their costs up.
+    """
+
+    hvps: int = 0
+
+
+@dataclass
+class Operator:
+    """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``."""
+
+    matvec: Callable[[torch.Tensor], torch.Tensor]
+    dim: int
+    dtype: torch.dtype
+    device: torch.device
+    stats: SpectraStats
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.stats.hvps += 1
+        return self.matvec(v)
+
+    def congruence(self, d: torch.Tensor) -> Operator:
+        """The operator diag(d)·A·diag(d), e.g. D^½ H D^½ for d = D^½."""
+        return Operator(lambda v: d * self.matvec(d * v), self.dim, self.dtype, self.device, self.stats)
+
+    def rayleigh_quotient(self, v: torch.Tensor) -> float:
+        """vᵀAv / vᵀv."""
+        return (torch.dot(v, self(v)) / torch.dot(v, v)).item()
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A private RNG on the operator's device, so measurements never touch the global RNG stream."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def randn(self, generator: torch.Generator, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, self.dim, dtype=self.dtype, device=self.device, generator=generator)

@@ -1,0 +1,105 @@
+"""Spectra and function-space LRs measured inside training and recorded in MLflow."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import mlflow_client
+from lrtransfer.train import main
+from lrtransfer.trainer import run_training
+
+
+def metric_steps(client, run_id, key):
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def test_spectra_are_logged_every_n_steps_with_an_npz(make_cfg, tracking_uri, tmp_path):
+    cfg = make_cfg("param=mup", "optim=sgd", "optim.lr=0.05", "model.width=64", "model.base_width=32",
+                   "model.depth=2", "measure.spectra.every=2", "measure.spectra.k=2", "measure.spectra.batch_size=64",
+                   "measure.spectra.trace=true", "measure.spectra.trace_probes=12", "measure.spectra.ggn=true",
+                   "measure.spectra.ntk=2", "measure.spectra.directional=true")
+    run_id = run_training(cfg, tmp_path)["run_id"]
+    client = mlflow_client(tracking_uri)
+    metrics = client.get_run(run_id).data.metrics
+    for key in ("hessian/eig_0", "hessian/eig_1", "hessian/sharpness_rescaled", "hessian/sharpness_rescaled_x_lr",
+                "hessian/trace", "ggn/eig_0", "ntk/eig_0", "ntk/eig_1", "hessian/directional", "spectra/hvps",
+                "spectra/seconds"):
+        assert metric_steps(client, run_id, key) == [0, 2, 4], key
+    assert metrics["hessian/eig_0"] >= metrics["hessian/eig_1"]
+    assert metrics["hessian/sharpness_rescaled_x_lr"] == pytest.approx(0.05 * metrics["hessian/sharpness_rescaled"])
+    # µP at 2x the base width: input, bias and readout LRs are 2 eta0, so D != 1 and the rescaled sharpness differs
+    assert metrics["hessian/sharpness_rescaled"] > metrics["hessian/eig_0"]
+    npz = np.load(client.download_artifacts(run_id, "spectra.npz", str(tmp_path)))
+    assert list(npz["step"]) == [0, 2, 4] and npz["hessian/eig_0"][-1] == pytest.approx(metrics["hessian/eig_0"])
+    assert json.loads(str(npz["settings"]))["k"] == 2
+
+
+def test_adam_preconditioned_sharpness_in_training(make_cfg, tracking_uri, tmp_path):
+    cfg = make_cfg("optim=adam", "model.width=32", "model.depth=1", "measure.spectra.every=2",
+                   "measure.spectra.batch_size=32", "measure.spectra.preconditioned=true")
+    run_id = run_training(cfg, tmp_path)["run_id"]
+    client = mlflow_client(tracking_uri)
+    assert metric_steps(client, run_id, "adam/precond_sharpness") == [2, 4]  # Adam has no state at step 0
+    m = client.get_run(run_id).data.metrics
+    assert m["adam/precond_threshold"] == pytest.approx(38 / 1e-3)
+
+
+def test_record_then_flerm_at_four_times_the_width(make_cfg, tracking_uri, tmp_path):
+    base = ["model.base_width=32", "model.depth=2", "model.base_depth=2", "fslr.every=2", "fslr.warmup_samples=5"]
+    rec = run_training(make_cfg(*base, "model.width=32", "fslr.mode=record"), tmp_path / "base")
+    client = mlflow_client(tracking_uri)
+    assert metric_steps(client, rec["run_id"], "fslr/input.weight") == [0, 2, 4]
+    record = json.loads(Path(client.download_artifacts(rec["run_id"], "fslr/record.json", str(tmp_path))).read_text())
+    assert record["steps"] == [0, 2, 4] and record["meta"]["width"] == 32
+    names = set(record["series"])
+    assert {"input.weight", "readout.weight", "blocks.1.branch.1.weight"} <= names
+
+    wide = run_training(make_cfg(*base, "model.width=128", "fslr.mode=flerm"), tmp_path / "wide")
+    run = client.get_run(wide["run_id"])
+    assert run.data.tags["fslr_base"] == "1 base run(s) in experiment 'default'"
+    assert metric_steps(client, wide["run_id"], "lr_mult/input.weight") == [0]  # first step only
+    # the wider model's hidden tensors move the function more per unit LR, so FLeRM lowers their LRs
+    assert run.data.metrics["lr_mult/blocks.0.branch.1.weight"] < 1.0
+
+
+def test_flerm_without_a_base_run_fails_in_one_line(monkeypatch, capsys, tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "scale=smoke", f"tracking.uri={uri}", "fslr.mode=flerm",
+                                      f"data.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/run"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: fslr.mode=flerm: no finished base run in experiment 'default'")
+    (run,) = mlflow_client(uri).search_runs(["1"])  # recorded, not left RUNNING
+    assert run.info.status == "FAILED" and "no finished base run" in run.data.tags["error"]
+
+
+def test_logged_step_zero_spectra_equal_a_direct_library_call(make_cfg, tracking_uri, tmp_path):
+    from lrtransfer.data import load_data
+    from lrtransfer.optim import build_optimizer
+    from lrtransfer.spectra import top_hessian_eigenvalues, top_ntk_eigenvalues
+    from lrtransfer.trainer import build_model, measurement_batch, seed_everything
+
+    cfg = make_cfg("param=mup", "optim=sgd", "optim.lr=0.05", "model.width=64", "model.base_width=32",
+                   "model.depth=2", "measure.spectra.every=3", "measure.spectra.k=3", "measure.spectra.batch_size=48",
+                   "measure.spectra.ntk=2")
+    run_id = run_training(cfg, tmp_path)["run_id"]
+    client = mlflow_client(tracking_uri)
+    logged = {k: next(m.value for m in client.get_metric_history(run_id, k) if m.step == 0)
+              for k in ("hessian/eig_0", "hessian/eig_1", "hessian/eig_2", "hessian/sharpness_rescaled", "ntk/eig_0")}
+
+    seed_everything(cfg.seed)  # the trainer's order: seed, data, model
+    data = load_data(cfg.data)
+    model = build_model(cfg, data)
+    x, y = measurement_batch(cfg, data)
+    eigs = top_hessian_eigenvalues(model, data.loss, x, y, k=3)
+    d = {g["name"]: g["lr_mult"] for g in build_optimizer(model, "sgd", 0.05).param_groups}
+    rescaled = top_hessian_eigenvalues(model, data.loss, x, y, k=1, scaling=d)
+    for i in range(3):
+        assert logged[f"hessian/eig_{i}"] == pytest.approx(float(eigs[i]), rel=1e-4)
+    assert logged["hessian/sharpness_rescaled"] == pytest.approx(float(rescaled[0]), rel=1e-4)
+    assert logged["ntk/eig_0"] == pytest.approx(float(top_ntk_eigenvalues(model, x, k=2)[0]), rel=1e-4)
