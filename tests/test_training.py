@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import mlflow_client
@@ -123,3 +124,14 @@ def test_resume_after_kill_continues_the_same_run(tracking_uri, tmp_path):
     saved = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/resolved.yaml",
                                                           str(tmp_path))).read_text())
     assert saved["train"]["steps"] == 3000
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_run_with_measurements(make_cfg, tracking_uri, tmp_path):
+    cfg = make_cfg("device=cuda", "model.width=64", "model.depth=2", "measure.spectra.every=3",
+                   "measure.spectra.batch_size=32", "fslr.mode=record", "fslr.every=3", "fslr.warmup_samples=3")
+    result = run_training(cfg, tmp_path)
+    run = mlflow_client(tracking_uri).get_run(result["run_id"])
+    assert result["status"] == "FINISHED" and run.data.tags["device"].startswith("cuda")
+    assert "hessian/eig_0" in run.data.metrics and "fslr/input.weight" in run.data.metrics
