@@ -22,9 +22,8 @@ from lrtransfer.transfer import RunResult, best_lrs, format_table
 def run_sweep(experiment: str, scale: str, launcher: str, sweep_dir: Path) -> int:
     cmd = [sys.executable, "-m", "lrtransfer.train", "-m", f"experiment={experiment}", f"scale={scale}",
            f"hydra.sweep.dir={sweep_dir}"]
-    hydra_launcher = {"local": None, "slurm": "submitit_slurm"}.get(launcher, launcher)
-    if hydra_launcher:
-        cmd.append(f"hydra/launcher={hydra_launcher}")
+    if launcher != "local":  # e.g. slurm = conf/hydra/launcher/slurm.yaml with the cluster profile
+        cmd.append(f"hydra/launcher={launcher}")
     print("$ " + " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=PROJECT_DIR)
 
@@ -47,7 +46,7 @@ def sweep_results(uri: str, experiment_name: str, sweep_dir: Path) -> list[RunRe
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", default="small", choices=["smoke", "small", "paper"])
-    ap.add_argument("--launcher", default="local", help="local (in-process), slurm (submitit_slurm), or any Hydra launcher name")
+    ap.add_argument("--launcher", default="local", help="local (in-process), slurm (conf/hydra/launcher/slurm.yaml), submitit_local, ...")
     ap.add_argument("--experiments", default="mnist1d_width_lr", help="comma-separated experiment names")
     args = ap.parse_args()
     register_configs()  # resolvers used by the saved sweep config

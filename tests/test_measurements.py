@@ -47,8 +47,10 @@ def test_adam_preconditioned_sharpness_in_training(make_cfg, tracking_uri, tmp_p
     assert m["adam/precond_threshold"] == pytest.approx(38 / 1e-3)
 
 
-def test_record_then_flerm_at_four_times_the_width(make_cfg, tracking_uri, tmp_path):
-    base = ["model.base_width=32", "model.depth=2", "model.base_depth=2", "fslr.every=2", "fslr.warmup_samples=5"]
+@pytest.mark.parametrize("optim", ["adam", "sgd"])
+def test_record_then_flerm_at_four_times_the_width(make_cfg, tracking_uri, tmp_path, optim):
+    base = ["model.base_width=32", "model.depth=2", "model.base_depth=2", "fslr.every=2", "fslr.warmup_samples=5",
+            f"optim={optim}"]
     rec = run_training(make_cfg(*base, "model.width=32", "fslr.mode=record"), tmp_path / "base")
     client = mlflow_client(tracking_uri)
     assert metric_steps(client, rec["run_id"], "fslr/input.weight") == [0, 2, 4]

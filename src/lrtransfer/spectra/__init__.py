@@ -3,7 +3,7 @@
 Framework-free (plain PyTorch).  Every function evaluates the model in eval mode at its current weights on
 the given fixed tensors and leaves its mode, weights, ``.grad`` and the global RNG untouched.  Curvature
 products use double backward on one retained autograd graph; eigenvalues come from Lanczos with full
-re-orthogonalisation (or PyHessian-style power iteration).  See docs/spectra.md.
+re-orthogonalisation (or PyHessian-style power iteration).  See the README.
 """
 
 from .adam import adam_preconditioner, preconditioned_sharpness
