@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 TORCH_PIP_ARGS ?=
 SCALE ?= small
 LAUNCHER ?= local
-EXPERIMENTS ?= mnist1d_width_lr
+EXPERIMENTS ?= all
 UI_PORT ?= 5000
 SERVER_HOST ?= 127.0.0.1
 SERVER_PORT ?= 5055
@@ -38,7 +38,7 @@ slurm-down:
 	bash scripts/slurm_down.sh
 
 reproduce: install
-	$(PYTHON) scripts/reproduce.py --scale $(SCALE) --launcher $(LAUNCHER) --experiments $(EXPERIMENTS)
+	$(PYTHON) -m lrtransfer.reproduce --scale $(SCALE) --launcher $(LAUNCHER) --experiments $(EXPERIMENTS)
 
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(UI_PORT)

@@ -33,3 +33,10 @@ def mlflow_client(uri):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture
+def browser() -> str:
+    from browser import find_browser
+
+    return find_browser()

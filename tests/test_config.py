@@ -4,8 +4,10 @@ import sys
 
 import pytest
 
+from lrtransfer.config import validate
 from lrtransfer.data import load_data
 from lrtransfer.paths import CONF_DIR
+from lrtransfer.reproduce import grid_firsts, stage_overrides
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
@@ -42,6 +44,24 @@ def test_every_experiment_runs_at_smoke_scale(make_cfg, tmp_path, experiment):
     assert cfg.hydra.sweeper.params, "an experiment file holds its sweep grid"
     cfg = make_cfg(f"experiment={experiment}", "scale=smoke")
     assert run_training(cfg, tmp_path)["status"] in ("FINISHED", "DIVERGED")
+
+
+@pytest.mark.parametrize("scale", GROUPS["scale"])
+@pytest.mark.parametrize("experiment", GROUPS["experiment"])
+def test_every_stage_of_every_experiment_composes_at_every_scale(make_cfg, experiment, scale):
+    """What `make reproduce` would run: each stage's overrides on the experiment's grid, validated."""
+    grid = grid_firsts(experiment, scale)
+    assert grid, "an experiment file holds its sweep grid"
+    for stage, overrides in stage_overrides(experiment, scale).items():
+        firsts = {o.split("=")[0]: o.split("=", 1)[1].split(",")[0] for o in overrides}
+        args = [f"{k}={v}" for k, v in {**grid, **firsts}.items()]
+        validate(make_cfg(f"experiment={experiment}", f"scale={scale}", *args))
+
+
+def test_scale_specific_files_change_the_grid():
+    smoke, small = stage_overrides("sc_width", "smoke"), stage_overrides("sc_width", "small")
+    assert list(smoke) == list(small) == ["mup", "ntp", "sp"]
+    assert smoke["ntp"] != small["ntp"]
 
 
 BAD = {

@@ -135,3 +135,21 @@ def test_cuda_run_with_measurements(make_cfg, tracking_uri, tmp_path):
     run = mlflow_client(tracking_uri).get_run(result["run_id"])
     assert result["status"] == "FINISHED" and run.data.tags["device"].startswith("cuda")
     assert "hessian/eig_0" in run.data.metrics and "fslr/input.weight" in run.data.metrics
+
+
+def test_config_hash_sees_what_changes_results_only(make_cfg, tmp_path):
+    from lrtransfer.trainer import config_hash
+
+    base = config_hash(make_cfg())
+    assert config_hash(make_cfg("train.progress=true", "tracking.experiment=other", "reuse=true")) == base
+    assert config_hash(make_cfg("optim.lr=0.5")) != base
+    assert config_hash(make_cfg("++tags.stage=flerm")) != base
+
+
+def test_reuse_returns_the_finished_run_instead_of_training(make_cfg, tmp_path):
+    first = run_training(make_cfg("reuse=true"), tmp_path / "a")
+    again = run_training(make_cfg("reuse=true"), tmp_path / "b")
+    assert again["run_id"] == first["run_id"] and again["status"].startswith("REUSED")
+    assert again["final/train_loss"] == pytest.approx(first["final/train_loss"])
+    fresh = run_training(make_cfg("reuse=false"), tmp_path / "c")
+    assert fresh["run_id"] != first["run_id"]

@@ -1,14 +1,14 @@
-"""Best-LR summaries, and `make reproduce` end to end at smoke scale."""
+"""Best-LR summaries and the statistics behind the claims tables."""
 
-import os
-import subprocess
-import sys
+import math
 
-from lrtransfer.paths import PROJECT_DIR
-from lrtransfer.transfer import RunResult, argmin_shift, best_lrs, format_table
+import pytest
+
+from lrtransfer.report.claims import common_optimum, cv, shift, spread, verdict
+from lrtransfer.transfer import RunResult, best_lrs
 
 
-def test_best_lr_and_shift():
+def test_best_lr_grid_index_and_shift():
     results = [RunResult("sp", w, lr, loss) for w, lr, loss in [
         (32, 0.1, 1.0), (32, 0.2, 0.5), (32, 0.4, 0.7),
         (128, 0.1, 0.4), (128, 0.2, 0.6), (128, 0.4, 10.0)]]
@@ -16,15 +16,25 @@ def test_best_lr_and_shift():
     best = {(b.group, b.scale): b for b in best_lrs(results)}
     assert best[("sp", 32)].lr == 0.2 and best[("sp", 32)].grid_index == 1
     assert best[("sp", 128)].lr == 0.1 and best[("sp", 128)].grid_index == 0
-    assert argmin_shift(list(best.values()), "sp") == -1
-    assert "sp: best-LR shift from smallest to largest scale = -1 grid steps" in format_table(list(best.values()))
+    sp = {b.scale: b for b in best.values() if b.group == "sp"}
+    assert shift(sp) == -1 and spread(sp) == 1
+    assert common_optimum(sp) == 0.2  # a tie between the scales: the smallest scale's LR
+    assert shift({32: sp[32]}) is None
 
 
-def test_reproduce_smoke_prints_transfer_table(tmp_path):
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "LRTRANSFER_CACHE": str(tmp_path)}
-    r = subprocess.run([sys.executable, "scripts/reproduce.py", "--scale", "smoke"], cwd=PROJECT_DIR, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "64 jobs" in r.stdout
-    for line in ("mup: best-LR shift", "sp: best-LR shift"):
-        assert line in r.stdout
+def test_ties_go_to_the_smaller_lr_and_the_most_common_optimum_wins():
+    results = [RunResult("g", w, lr, loss) for w, lr, loss in [
+        (1, 0.1, 0.5), (1, 0.2, 0.5), (2, 0.1, 0.9), (2, 0.2, 0.4), (3, 0.1, 0.8), (3, 0.2, 0.3)]]
+    best = {b.scale: b for b in best_lrs(results)}
+    assert best[1].lr == 0.1
+    assert common_optimum(best) == 0.2
+
+
+def test_cv_and_verdicts():
+    assert cv([1.0, 1.0, 1.0]) == 0.0
+    assert cv([1.0, 3.0]) == pytest.approx(0.5)
+    assert math.isnan(cv([2.0])) and math.isnan(cv([1.0, float("nan")]))
+    assert verdict("c", "m", "t", "1", True).status == "PASS"
+    assert verdict("c", "m", "t", "1", False).status == "FAIL"
+    assert verdict("c", "m", "t", "1", False, soft=True).status == "SOFT-FAIL"
+    assert verdict("c", "m", "t", "n/a", None).status == "MISSING"

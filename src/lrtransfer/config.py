@@ -107,6 +107,7 @@ class ModelConfig:
 class ParamConfig:
     name: ParamName = ParamName.sp
     alpha: float = 0.5  # depth exponent of depth-µP: branch multiplier L^-alpha
+    readout_zero_init: bool = False  # start the readout at zero (small initial outputs and sharpness)
 
 
 @dataclass
@@ -209,6 +210,23 @@ class Config:
     seed: int = 0
     device: Device = Device.auto
     tags: dict[str, str] = field(default_factory=dict)
+    # Reuse a FINISHED run of the same experiment whose configuration hash matches, instead of training.
+    reuse: bool = False
+    # Sweeps that `make reproduce` runs in order, each over the experiment's grid (hydra.sweeper.params)
+    # with these overrides on top, e.g. {base: {model.width: 32, fslr.mode: record}, flerm: {fslr.mode: flerm}}.
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def compose_experiment(experiment: str, scale: str, *overrides: str, return_hydra_config: bool = False):
+    """The composed configuration of ``experiment`` at ``scale`` (as its jobs see it, before sweeping)."""
+    from hydra import compose, initialize_config_dir
+
+    from .paths import CONF_DIR
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=[f"experiment={experiment}", f"scale={scale}", *overrides],
+                       return_hydra_config=return_hydra_config)
 
 
 def register_configs() -> None:

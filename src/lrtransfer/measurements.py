@@ -93,8 +93,8 @@ class FslrHook(StepHook):
         values = self.fslr.after_step(step, self.next_inputs)
         append_estimate(self.record, step, values)
         metrics = {f"fslr/{name}": v for name, v in values.items()}
-        if self.fslr.mode == "flerm":
-            metrics.update({f"lr_mult/{g['name']}": g["lr_mult"] for g in self.fslr.groups.values()})
+        # the LRs in force (FLeRM's, or the parametrization's), so reports can form η_ℓ·Δ_ℓF
+        metrics.update({f"lr_mult/{g['name']}": g["lr_mult"] for g in self.fslr.groups.values()})
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -52,13 +52,21 @@ def client_for(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-def ensure_experiment(client, name: str) -> str:
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Beside a SQLite database, so that each database keeps its own artifacts (MLflow's default is
+    ./mlruns under whatever the working directory is); a server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / experiment)
+    return None
+
+
+def ensure_experiment(client, name: str, uri: str) -> str:
     """Create the database schema and the experiment once (a fresh SQLite DB races otherwise)."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location(uri, name))
     except Exception:  # another process created it between the lookup and the create
         return client.get_experiment_by_name(name).experiment_id
 
@@ -95,7 +103,7 @@ class RunTracker:
 
         self._metric_cls = Metric
         self.client = client_for(uri)
-        self.experiment_id = ensure_experiment(self.client, experiment)
+        self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self._buffer: list = []
         self._logged_until: dict[str, int] = {}
         all_tags = {"git_commit": git_commit(), **(tags or {})}
@@ -125,8 +133,9 @@ class RunTracker:
         return self.client.get_run(self.run_id).data.tags
 
     def set_tags(self, tags: dict[str, Any]) -> None:
-        for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])  # one transaction
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         if step <= self._logged_until.get(key, -1):
@@ -160,6 +169,17 @@ class RunTracker:
             self.flush()
         finally:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def find_finished_run(uri: str, experiment: str, config_hash: str):
+    """The latest FINISHED run (diverged ones included) of ``experiment`` with this config hash, or None."""
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'")
+    return runs[0] if runs else None
 
 
 def child_runs(client, parent_run_id: str) -> list:

@@ -51,12 +51,17 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return result["final/train_loss"]
 
 
-def main() -> None:
-    try:
-        precheck(sys.argv[1:])
-    except Exception as exc:  # any composition or validation failure is the user's input
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+def main(argv: list[str] | None = None, checked: bool = False) -> None:
+    """``argv``: the command line without the program name (default ``sys.argv[1:]``); ``checked``: the
+    caller has already prechecked it (``lrtransfer.reproduce`` checks every stage before running any)."""
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]  # Hydra reads its command line from sys.argv
+    if not checked:
+        try:
+            precheck(sys.argv[1:])
+        except Exception as exc:  # any composition or validation failure is the user's input
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            sys.exit(2)
     try:
         hydra_main()
     finally:

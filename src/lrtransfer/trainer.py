@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -27,7 +29,7 @@ from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued
 from .spectra import SpectraSettings
-from .tracking import RunTracker, flatten
+from .tracking import RunTracker, find_finished_run, flatten
 
 
 def value(x: Any) -> Any:
@@ -51,7 +53,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: DictConfig, data) -> ScalableModel:
-    m, p = cfg.model, Parametrization(value(cfg.param.name), cfg.param.alpha)
+    m, p = cfg.model, Parametrization(value(cfg.param.name), cfg.param.alpha, cfg.param.readout_zero_init)
     name = value(m.name)
     common = dict(base_width=m.base_width, param=p)
     scaling = dict(base_depth=m.base_depth, branch_scale=value(m.branch_scale), init_scale=m.init_scale)
@@ -109,8 +111,23 @@ class TrainState:
     diverged_at: int | None = None
 
 
+# Keys that do not change what a run computes, left out of its configuration hash.
+_NOT_HASHED = ("tracking", "reuse", "stages", "device")
+_NOT_HASHED_TRAIN = ("progress", "checkpoint_every", "checkpoint_dir")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A fingerprint of everything that determines a run's result (``reuse=true`` matches on it)."""
+    container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in _NOT_HASHED:
+        container.pop(key, None)
+    for key in _NOT_HASHED_TRAIN:
+        container.get("train", {}).pop(key, None)
+    return hashlib.sha1(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    tags = {"model": value(cfg.model.name), "param": value(cfg.param.name), "width": cfg.model.width,
+    tags = {"scale": cfg.scale, "config_hash": config_hash(cfg),"model": value(cfg.model.name), "param": value(cfg.param.name), "width": cfg.model.width,
             "depth": cfg.model.depth, "lr": cfg.optim.lr, "optim": value(cfg.optim.name), "seed": cfg.seed,
             "data": value(cfg.data.name), "init_scale": float(cfg.model.init_scale),
             "fslr_mode": value(cfg.fslr.mode)}
@@ -135,6 +152,10 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     t = cfg.train
     ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint")
     ckpt = load_checkpoint(ckpt_dir)
+    if cfg.reuse and ckpt is None:
+        done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, config_hash(cfg))
+        if done is not None:
+            return reused_result(done)
     tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=ckpt["run_id"] if ckpt else None,
                          run_name=cfg.tracking.run_name or default_run_name(cfg),
                          parent_run_id=parent_run_id, tags=run_tags(cfg))
@@ -164,6 +185,12 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
         raise
     tracker.finish("FINISHED")
     return {**result, "run_id": tracker.run_id, "status": "DIVERGED" if result["diverged"] else "FINISHED"}
+
+
+def reused_result(run) -> dict[str, Any]:
+    m, diverged = run.data.metrics, run.data.tags.get("diverged") == "true"
+    return {"final/train_loss": m.get("final/train_loss", math.nan), "final/eval_loss": m.get("final/eval_loss", math.nan),
+            "diverged": diverged, "run_id": run.info.run_id, "status": "REUSED " + ("DIVERGED" if diverged else "FINISHED")}
 
 
 def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | None) -> dict[str, Any]:

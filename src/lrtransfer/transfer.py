@@ -1,4 +1,4 @@
-"""LR-transfer summaries from finished runs: best base LR per scale, and how far it moves."""
+"""LR-transfer summaries from finished runs: the best base LR per group and scale."""
 
 from __future__ import annotations
 
@@ -39,18 +39,3 @@ def best_lrs(results: list[RunResult]) -> list[BestLR]:
         best = min(finite, key=lambda r: (r.loss, r.lr))
         out.append(BestLR(group, scale, best.lr, best.loss, sorted(grids[group]).index(best.lr)))
     return out
-
-
-def argmin_shift(best: list[BestLR], group: str) -> int:
-    """Grid steps between the best LR at the smallest and at the largest scale (signed)."""
-    rows = sorted((b for b in best if b.group == group), key=lambda b: b.scale)
-    return rows[-1].grid_index - rows[0].grid_index
-
-
-def format_table(best: list[BestLR]) -> str:
-    lines = [f"{'group':<10} {'scale':>6} {'best lr':>10} {'final loss':>11} {'grid idx':>9}"]
-    for b in best:
-        lines.append(f"{b.group:<10} {b.scale:>6} {b.lr:>10.4g} {b.loss:>11.4f} {b.grid_index:>9}")
-    for group in sorted({b.group for b in best}):
-        lines.append(f"{group}: best-LR shift from smallest to largest scale = {argmin_shift(best, group):+d} grid steps")
-    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Experiment reports: figures, claims and the static HTML pages that show them."""

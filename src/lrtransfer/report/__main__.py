@@ -1,0 +1,101 @@
+"""``python -m lrtransfer.report``: build every experiment's report from MLflow, and the index.
+
+Each report (figures, index.html, claims.json) goes to ``reports/<experiment>/`` and, as artifacts
+under ``report/``, to the experiment's latest sweep parent run, so it can be browsed in the MLflow UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from ..config import compose_experiment
+from ..paths import PROJECT_DIR
+from ..tracking import client_for
+from . import cross, flerm
+from . import super_consistency as sc
+from .html import ExperimentReport, write_experiment_report, write_index
+from .runs import ExperimentRuns, load_runs
+
+Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
+EXPERIMENTS: dict[str, Builder] = {
+    "sc_width": sc.sc_width,
+    "sc_ntk": sc.sc_ntk,
+    "sc_linear": sc.sc_linear,
+    "sc_depth": sc.sc_depth,
+    "sc_adam": sc.sc_adam,
+    "flerm_width": flerm.flerm_width,
+    "flerm_depth": flerm.flerm_depth,
+    "flerm_transformer": flerm.flerm_transformer,
+    "flerm_init_scale": flerm.flerm_init_scale,
+    "fslr_dynamics": flerm.fslr_dynamics,
+    "cross_flerm_sharpness": cross.cross_flerm_sharpness,
+    "cross_mup_fslr": cross.cross_mup_fslr,
+    "mnist1d_width_lr": flerm.mnist1d_width_lr,
+}
+# What `make reproduce` runs, in this order: both papers' figures and the two joining experiments.
+SUITE = [name for name in EXPERIMENTS if name != "mnist1d_width_lr"]
+
+
+def tracking_target(experiment: str, scale: str) -> tuple[str, str]:
+    """(tracking URI, MLflow experiment name) of an experiment, as its runs were configured."""
+    cfg = compose_experiment(experiment, scale)
+    return cfg.tracking.uri, cfg.tracking.experiment
+
+
+def build_report(experiment: str, scale: str, root: Path) -> ExperimentReport:
+    uri, name = tracking_target(experiment, scale)
+    runs = load_runs(uri, name, scale)
+    out = root / experiment
+    out.mkdir(parents=True, exist_ok=True)
+    report = EXPERIMENTS[experiment](runs, out)
+    report.scale = scale
+    if runs.failed:
+        report.notes.append(f"{runs.failed} run(s) FAILED or were killed; they are left out (see MLflow).")
+    write_experiment_report(report, out)
+    if runs.parent_run_id:
+        client_for(uri).log_artifacts(runs.parent_run_id, str(out), "report")
+    return report
+
+
+def build_reports(experiments: list[str], scale: str, root: Path) -> int:
+    """Write every report and the index, print the claims; returns the number of hard FAILs."""
+    reports = []
+    for experiment in experiments:
+        if experiment not in EXPERIMENTS:
+            print(f"warning: no report for experiment={experiment!r}", file=sys.stderr)
+            continue
+        reports.append(build_report(experiment, scale, root))
+    write_index(reports, root)
+    print(f"\nclaims at scale={scale}:")
+    failures = 0
+    for report in reports:
+        for c in report.claims:
+            print(f"  {c.status:<9} {report.experiment:<22} {c.claim}: {c.measured} (want {c.threshold})")
+            failures += c.status == "FAIL"
+    print("summary: " + ", ".join(f"{k} {sum(r.summary[k] for r in reports)}" for k in reports[0].summary)
+          if reports else "summary: no reports")
+    return failures
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="python -m lrtransfer.report", description=__doc__)
+    ap.add_argument("--experiments", default="all", help=f"comma-separated, or all: {','.join(SUITE)}")
+    ap.add_argument("--scale", default="small", choices=["smoke", "small", "paper"])
+    ap.add_argument("--out", type=Path, default=PROJECT_DIR / "reports")
+    args = ap.parse_args()
+    os.chdir(PROJECT_DIR)  # the default tracking URI is relative to the working directory
+    experiments = SUITE if args.experiments == "all" else args.experiments.split(",")
+    unknown = [e for e in experiments if e not in EXPERIMENTS]
+    if unknown:
+        print(f"error: --experiments: no report for {unknown[0]!r}; choose from {', '.join(EXPERIMENTS)}", file=sys.stderr)
+        return 2
+    build_reports(experiments, args.scale, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

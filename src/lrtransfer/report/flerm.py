@@ -1,0 +1,187 @@
+"""Reports of the function-space LR experiments (criteria B-F of the reproduction notes)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import figures
+from .claims import best_by, fmt, lr_table, shift, spread, verdict
+from .html import ExperimentReport, Figure
+from .runs import ExperimentRuns, RunRecord
+from .super_consistency import by_stage, depth, width
+
+GROUP_TITLES = {"sp": "SP", "flerm": "SP + FLeRM", "mup": "µP"}
+
+
+def init_scale(r: RunRecord) -> float:
+    return r.tag("init_scale")
+
+
+def transfer_figures(out: Path, stages: dict[str, list[RunRecord]], scale: Callable, label: str,
+                     prefix: str = "") -> list[Figure]:
+    groups = {GROUP_TITLES.get(g, g): stages[g] for g in ("sp", "flerm", "mup") if stages.get(g)}
+    heat = {}
+    for title, rs in groups.items():
+        scales, lrs = sorted({scale(r) for r in rs}), sorted({r.lr for r in rs})
+        loss = np.full((len(scales), len(lrs)), np.nan)
+        for r in rs:
+            loss[scales.index(scale(r)), lrs.index(r.lr)] = r.final_loss
+        heat[title] = (scales, lrs, loss)
+    return [Figure(figures.loss_vs_lr(out / f"{prefix}loss_vs_lr.png", groups, scale, label),
+                   f"{prefix}final train loss (mean of the last steps) against the base LR, one curve per {label}; "
+                   "crosses are diverged runs."),
+            Figure(figures.grid_heatmaps(out / f"{prefix}grid.png", heat, label),
+                   f"{prefix}the same grids as heat maps; the box marks each {label}'s best LR.")]
+
+
+def shift_claims(stages, scale: Callable, label: str, sp_min: int, tag: str, soft_sp: bool = False) -> list:
+    best = {g: best_by(stages.get(g, []), scale) for g in ("sp", "flerm", "mup")}
+    s_sp, s_fl, s_mu = (shift(best[g]) for g in ("sp", "flerm", "mup"))
+    claims = [verdict(f"{tag}: SP best LR moves with {label}", f"SP shift ({lr_table(best['sp'], label)})",
+                      f"≤ −{sp_min} grid steps", fmt(s_sp), None if s_sp is None else s_sp <= -sp_min, soft_sp),
+              verdict(f"{tag}: FLeRM best LR stays put", f"SP+FLeRM shift ({lr_table(best['flerm'], label)})",
+                      "|shift| ≤ 1", fmt(s_fl), None if s_fl is None else abs(s_fl) <= 1)]
+    if stages.get("mup"):
+        claims.append(verdict(f"{tag} (comparison): µP best LR stays put", f"µP shift ({lr_table(best['mup'], label)})",
+                              "|shift| ≤ 1", fmt(s_mu), None if s_mu is None else abs(s_mu) <= 1, soft=True))
+    return claims
+
+
+def base_optimal_gap(stages, scale: Callable) -> tuple[str, bool | None]:
+    """FLeRM's loss at the base model's best LR against each scale's best loss."""
+    flerm = stages.get("flerm", [])
+    best = best_by(flerm, scale)
+    if len(best) < 2:
+        return "n/a", None
+    base_lr = best[min(best)].lr
+    gaps = {}
+    for s, b in best.items():
+        at_base = [r.final_loss for r in flerm if scale(r) == s and math.isclose(r.lr, base_lr)]
+        gaps[s] = at_base[0] - b.loss if at_base else math.inf
+    ok = all(g <= max(0.02, 0.02 * best[s].loss) for s, g in gaps.items())
+    return f"η0={base_lr:g}: " + ", ".join(f"{s:g}: +{fmt(g)}" for s, g in gaps.items()), ok
+
+
+def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    claims = shift_claims(stages, width, "width", 2, "B")
+    measured, ok = base_optimal_gap(stages, width)
+    claims.append(verdict("B: FLeRM at the base model's best LR is near each width's best", "loss gap per width",
+                          "≤ max(0.02, 2%)", measured, ok))
+    return ExperimentReport("flerm_width", "", "FLeRM: width transfer of a ResMLP (criterion B)",
+                            "ResMLP (2 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
+                            "function-space LRs (2 seeds, averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
+                            "them; SP and µP for comparison.", transfer_figures(out, stages, width, "width"),
+                            claims, len(runs.finished))
+
+
+def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    claims = shift_claims(stages, depth, "depth", 2, "C")
+    return ExperimentReport("flerm_depth", "", "FLeRM: depth transfer of a ResMLP (criterion C)",
+                            "ResMLP of width 64 with 1/√(L/L_base) residual branches on mnist1d, Adam; the 2-block "
+                            "base records; deeper models split each base block's target over the blocks replacing it.",
+                            transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished))
+
+
+def best_loss_spread(runs: list[RunRecord], scale: Callable) -> float:
+    best = best_by(runs, scale)
+    losses = [b.loss for b in best.values()]
+    return max(losses) - min(losses) if len(losses) >= 2 else math.nan
+
+
+def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    sp, fl = stages.get("sp", []), stages.get("flerm", [])
+    s_fl = spread(best_by(fl, init_scale))
+    claims = [verdict("E: FLeRM best LR is the same at every init scale",
+                      f"spread of the best LR's grid index ({lr_table(best_by(fl, init_scale), 'init')})", "≤ 1",
+                      fmt(s_fl), None if s_fl is None else s_fl <= 1)]
+    l_sp, l_fl = best_loss_spread(sp, init_scale), best_loss_spread(fl, init_scale)
+    claims.append(verdict("E: FLeRM evens out the best loss across init scales", "spread of the best loss (FLeRM vs SP)",
+                          "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
+                          None if math.isnan(l_sp) or math.isnan(l_fl) else l_fl <= l_sp / 2))
+    return ExperimentReport("flerm_init_scale", "", "FLeRM across initialisation scales (criterion E)",
+                            "Transformer (width 32, 2 blocks, pre+post-mod norms, QK-norm) on Shakespeare, Adam, "
+                            "hidden weights initialised init_scale times larger; FLeRM matches the record of the "
+                            "init_scale=1 base model (2 seeds).",
+                            transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished))
+
+
+def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    claims, figs = [], []
+    for norm in sorted({r.tags.get("norm", "") for r in runs.finished}):
+        stages = by_stage([r for r in runs.finished if r.tags.get("norm") == norm])
+        claims += shift_claims(stages, width, "width", 1, f"D ({norm})")
+        figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
+    return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
+                            "Character-level Shakespeare, 2-block Transformer with QK-norm, Adam, heads of dimension 16; "
+                            "norm placements pre, post and pre_post_mod; width-32 base records.", figs, claims,
+                            len(runs.finished))
+
+
+def fslr_series(r: RunRecord, weighted: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per tensor: (steps, η_ℓ·Δ_ℓF) with η_ℓ = η0 × its LR multiplier (or Δ_ℓF at η=1)."""
+    out = {}
+    for key in sorted(k for k in r.metrics if k.startswith("fslr/")):
+        name = key[len("fslr/"):]
+        steps, values = r.history(key)
+        mult = r.metrics.get(f"lr_mult/{name}", 1.0)
+        out[name] = (steps, values * (r.lr * mult if weighted else 1.0))
+    return out
+
+
+def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    claims, panels, steps = [], {}, {}
+    for stage in ("resmlp", "transformer"):
+        if not stages.get(stage):
+            claims.append(verdict(f"F ({stage})", "runs", "present", "missing", None, soft=True))
+            continue
+        series = fslr_series(stages[stage][0])
+        weights = {n: s for n, s in series.items() if n.endswith(".weight") and "norm" not in n}
+        first = {n: s[1][0] for n, s in series.items()}
+        ratios = {n: first[n] / first[n[:-5] + ".weight"] for n in series
+                  if n.endswith(".bias") and n[:-5] + ".weight" in weights and first[n[:-5] + ".weight"] > 0}
+        claims.append(verdict(f"F ({stage}): biases move the function much less than their weights",
+                              "largest bias/weight function-space LR ratio at step 0", "< 0.1",
+                              f"{fmt(max(ratios.values()))} ({max(ratios, key=ratios.get)})" if ratios else "n/a",
+                              max(ratios.values()) < 0.1 if ratios else None, soft=True))
+        total = np.sum([s[1] for s in series.values()], axis=0)
+        change = float(max(total[0], total[-1]) / min(total[0], total[-1])) if len(total) >= 2 else math.nan
+        claims.append(verdict(f"F ({stage}): the total function-space LR is not constant over training",
+                              "max/min of Σ_ℓ η_ℓΔ_ℓF between step 0 and the end", "≥ 1.5", fmt(change),
+                              None if math.isnan(change) else change >= 1.5, soft=True))
+        if stage == "transformer":
+            share = {n: float(np.mean(s[1] / total)) for n, s in weights.items()}
+            qk = [v for n, v in share.items() if n.endswith((".q.weight", ".k.weight"))]
+            med = float(np.median(list(share.values())))
+            claims.append(verdict("F (transformer): query/key weights take less than the median share",
+                                  "mean share of q/k weights vs median weight share", "q/k < median",
+                                  f"{fmt(max(qk) if qk else math.nan)} vs {fmt(med)}", max(qk) < med if qk else None,
+                                  soft=True))
+        panels[stage] = {n: s[1] for n, s in series.items()}
+        steps[stage] = next(iter(series.values()))[0]
+    figs = [Figure(figures.stacked_shares(out / "fslr_shares.png", panels, steps),
+                   "Each tensor's share of the total function-space LR η_ℓ·Δ_ℓF over training (Adam).")] if panels else []
+    return ExperimentReport("fslr_dynamics", "", "Function-space LRs over training (criterion F)",
+                            "Record mode every 20 steps: per-tensor function-space LRs of a ResMLP on mnist1d and a "
+                            "Transformer on Shakespeare, both with Adam.", figs, claims, len(runs.finished))
+
+
+def mnist1d_width_lr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    """The foundation's first experiment: SP against µP width transfer with Adam (no FLeRM)."""
+    stages = {p: [r for r in runs.finished if r.tags.get("param") == p] for p in ("sp", "mup")}
+    best = {p: best_by(rs, width) for p, rs in stages.items()}
+    s_sp, s_mu = shift(best["sp"]), shift(best["mup"])
+    claims = [verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −2", fmt(s_sp),
+                      None if s_sp is None else s_sp <= -2),
+              verdict("µP best LR transfers across width", f"µP shift ({lr_table(best['mup'])})", "|shift| ≤ 1",
+                      fmt(s_mu), None if s_mu is None else abs(s_mu) <= 1)]
+    return ExperimentReport("mnist1d_width_lr", "", "Width transfer with Adam: SP against µP",
+                            "ResMLP (2 blocks) on mnist1d, Adam, widths 32-1024 × 8 LRs, SP and µP (base width 32).",
+                            transfer_figures(out, stages, width, "width"), claims, len(runs.finished))

@@ -1,0 +1,278 @@
+"""Reports of the Super Consistency experiments (criteria A1-A11 of the reproduction notes)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import figures
+from .claims import best_by, common_optimum, cv, fmt, lr_table, shift, spread, verdict
+from .html import ExperimentReport, Figure
+from .runs import ExperimentRuns, RunRecord
+
+SHARP = "hessian/sharpness_rescaled"
+
+
+def width(r: RunRecord) -> float:
+    return r.tag("width")
+
+
+def depth(r: RunRecord) -> float:
+    return r.tag("depth")
+
+
+def by_stage(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        out.setdefault(r.stage, []).append(r)
+    return out
+
+
+def at_lr(runs: list[RunRecord], lr: float | None) -> list[RunRecord]:
+    return [r for r in runs if lr is not None and math.isclose(r.lr, lr)]
+
+
+def cv_over_time(runs: list[RunRecord], key: str, skip: float = 0.1) -> tuple[float, np.ndarray, np.ndarray]:
+    """Median over checkpoints (after the first ``skip`` of training) of the CV across runs of ``key``."""
+    series = [r.history(key) for r in runs if not r.diverged]
+    series = [s for s in series if len(s[0])]
+    if len(series) < 2:
+        return math.nan, np.array([]), np.array([])
+    steps = sorted(set.intersection(*(set(s[0].tolist()) for s in series)))
+    total = max(steps) if steps else 0
+    kept = [t for t in steps if t >= skip * total]
+    cvs = np.array([cv(float(v[list(s).index(t)]) for s, v in series) for t in kept])
+    return float(np.nanmedian(cvs)) if len(cvs) else math.nan, np.array(kept), cvs
+
+
+def sharpness_panels(groups: dict[str, list[RunRecord]], key: str, scale=width, label="width"):
+    return {g: {f"{label} {scale(r):g}": r.history(key) for r in sorted(rs, key=scale)} for g, rs in groups.items()}
+
+
+def eos_figure(out: Path, panels: dict[str, list[RunRecord]], caption: str, scale=width, label="width") -> Figure:
+    """η0 × rescaled sharpness per run along training, with the edge of stability (2 in these units)."""
+    drawn = figures.trajectories(out / "sharpness.png", sharpness_panels(panels, SHARP + "_x_lr", scale, label),
+                                 "η0 · λmax(D½HD½)", hlines={k: 2.0 for k in panels})
+    return Figure(drawn, caption)
+
+
+def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    mup, ntp, sp = (stages.get(k, []) for k in ("mup", "ntp", "sp"))
+    best = {g: best_by(rs, width) for g, rs in (("mup", mup), ("ntp", ntp), ("sp", sp))}
+    opt = {g: common_optimum(b) for g, b in best.items()}
+    claims = []
+    s_mup, s_ntp, s_sp = (shift(best[g]) for g in ("mup", "ntp", "sp"))
+    claims.append(verdict("A1: µP best LR transfers across width", f"best-LR shift, smallest→largest width ({lr_table(best['mup'])})",
+                          "|shift| ≤ 1 grid step", fmt(s_mup), None if s_mup is None else abs(s_mup) <= 1))
+    claims.append(verdict("A2: NTP best LR grows with width, more than µP's", f"NTP shift ({lr_table(best['ntp'])})",
+                          "≥ +1 and > |µP shift|", fmt(s_ntp), None if None in (s_ntp, s_mup) else s_ntp >= 1 and s_ntp > abs(s_mup)))
+    claims.append(verdict("A2 (target): NTP shift of at least two grid steps", "NTP shift", "≥ +2", fmt(s_ntp),
+                          None if s_ntp is None else s_ntp >= 2, soft=True))
+    claims.append(verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −1", fmt(s_sp),
+                          None if s_sp is None else s_sp <= -1))
+    mup_opt, ntp_opt = at_lr(mup, opt["mup"]), at_lr(ntp, opt["ntp"])
+    cv_mup, steps_mup, cvs_mup = cv_over_time(mup_opt, SHARP)
+    cv_ntp, steps_ntp, cvs_ntp = cv_over_time(ntp_opt, SHARP)
+    claims.append(verdict("A3: µP rescaled sharpness is super consistent",
+                          f"median CV across widths of λ·(η/η0) after 10% of training, η0={fmt(opt['mup'])}",
+                          "≤ 0.25 and ≤ ½ NTP's CV", f"{fmt(cv_mup)} (NTP {fmt(cv_ntp)} at η0={fmt(opt['ntp'])})",
+                          None if math.isnan(cv_mup) or math.isnan(cv_ntp) else cv_mup <= 0.25 and cv_mup <= cv_ntp / 2))
+    eos = {}
+    for factor in (1, 2):
+        lr = None if opt["mup"] is None else opt["mup"] * factor
+        for r in sorted(at_lr(mup, lr), key=width):
+            _, v = r.history(SHARP + "_x_lr")
+            tail = v[len(v) // 2:]
+            eos[f"η0={lr:g} w{width(r):g}"] = math.inf if r.diverged else float(np.median(tail)) if len(tail) else math.nan
+    ok = None if not eos else all(1.0 <= x <= 2.6 for x in eos.values())
+    claims.append(verdict("A4: µP sits at the edge of stability", "median η0·λ·(η/η0) over the last 50% (per run; inf = diverged)",
+                          "∈ [1.0, 2.6] at the optimum and 2× it", ", ".join(f"{k}: {fmt(v)}" for k, v in eos.items()) or "n/a", ok))
+    ratios = {}
+    for name, rs in (("µP", mup_opt), ("NTP", ntp_opt)):
+        for r in sorted(rs, key=width):
+            _, v = r.history(SHARP)
+            if len(v) >= 2 and not r.diverged:
+                ratios.setdefault(name, {})[width(r)] = float(v[-1] / v[0])
+    mu = ratios.get("µP", {})
+    claims.append(verdict("A5: µP sharpens progressively at every width", "λ(T)/λ(0) per width",
+                          "≥ 2 for every width", ", ".join(f"w{w:g}: {fmt(x)}" for w, x in mu.items()) or "n/a",
+                          all(x >= 2 for x in mu.values()) if len(mu) >= 2 else None))
+    nt = ratios.get("NTP", {})
+    widths = sorted(nt)
+    mono = all(nt[a] >= nt[b] for a, b in zip(widths, widths[1:]))
+    claims.append(verdict("A5: NTP sharpens less the wider it is", "λ(T)/λ(0) per width",
+                          "non-increasing in width and smallest/largest ≥ 1.5",
+                          ", ".join(f"w{w:g}: {fmt(x)}" for w, x in nt.items()) or "n/a",
+                          mono and nt[widths[0]] / nt[widths[-1]] >= 1.5 if len(widths) >= 2 else None))
+    groups = {"µP": mup, "NTP": ntp, "SP": sp}
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, width, "width"),
+                   "Final train loss against the base LR η0 per width (crosses on the top edge: diverged)."),
+            eos_figure(out, {f"µP η0={fmt(opt['mup'])}": mup_opt, f"NTP η0={fmt(opt['ntp'])}": ntp_opt},
+                       "Rescaled sharpness times η0 along training at each parametrization's best LR; the dashed line "
+                       "is the edge of stability 2/η0 (in these units, 2)."),
+            Figure(figures.trajectories(out / "sharpness_raw.png", sharpness_panels(
+                {"µP raw λmax": mup_opt}, "hessian/eig_0") | sharpness_panels({"µP rescaled": mup_opt}, SHARP), "λmax",
+                logy=True), "Raw and rescaled top Hessian eigenvalue under µP: the raw one shrinks with width, "
+                            "the rescaled one is the width-independent quantity.")]
+    return ExperimentReport("sc_width", "", "Super Consistency: width transfer and sharpness (Fig. 1)",
+                            "ResMLP on mnist1d, SGD without momentum, a width × LR grid per parametrization (µP, NTP, "
+                            "SP); the top Hessian eigenvalue measured on a fixed batch along training.",
+                            figs, claims, len(runs.finished))
+
+
+def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
+    """CV across runs of ``key`` at the checkpoint nearest ``fraction`` of the common measured steps."""
+    series = [r.history(key) for r in runs if not r.diverged]
+    series = [s for s in series if len(s[0])]
+    if len(series) < 2:
+        return math.nan
+    steps = sorted(set.intersection(*(set(s[0].tolist()) for s in series)))
+    t = steps[min(len(steps) - 1, int(round(fraction * (len(steps) - 1))))]
+    return cv(float(v[list(s).index(t)]) for s, v in series)
+
+
+def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    rs = sorted(runs.finished, key=width)
+    cv_h, cv_k = final_cv(rs, SHARP), final_cv(rs, "ntk/eig_0")
+    cv_k_early = final_cv(rs, "ntk/eig_0", 0.25)
+    claims = [verdict("A6: NTK eigenvalues spread across width more than the Hessian's",
+                      "CV across widths at the last checkpoint: NTK λmax vs rescaled Hessian λmax", "NTK ≥ 2× Hessian",
+                      f"{fmt(cv_k)} vs {fmt(cv_h)}", None if math.isnan(cv_k) or math.isnan(cv_h) else cv_k >= 2 * cv_h,
+                      soft=True),
+              verdict("A6: the NTK spread grows over training", "NTK CV across widths at 25% vs the end",
+                      "end > 25%", f"{fmt(cv_k_early)} → {fmt(cv_k)}",
+                      None if math.isnan(cv_k) or math.isnan(cv_k_early) else cv_k > cv_k_early, soft=True)]
+    lr = rs[0].lr if rs else math.nan
+    figs = [Figure(figures.trajectories(out / "ntk_vs_hessian.png", {
+        "Hessian λmax(D½HD½)": {f"width {width(r):g}": r.history(SHARP) for r in rs},
+        "NTK λmax (logits, all pairs)": {f"width {width(r):g}": r.history("ntk/eig_0") for r in rs}}, "eigenvalue",
+        logy=True), f"µP at η0={lr:g}: the rescaled top Hessian eigenvalue and the top eigenvalue of the empirical NTK "
+                    "along training, per width.")]
+    return ExperimentReport("sc_ntk", "", "Super Consistency: Hessian against NTK eigenvalues (A6)",
+                            "µP ResMLP on mnist1d, SGD at the sc_width optimum, zero-initialised readout; Hessian on a "
+                            "fixed batch of 64 and the NTK of the 640 (example, class) logits of that batch. The NTK is "
+                            "the raw JJᵀ (not rescaled by the per-tensor LRs).", figs, claims, len(runs.finished))
+
+
+def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    mup, ntp = stages.get("mup", []), stages.get("ntp", [])
+    best = best_by(mup, width)
+    opt = common_optimum(best)
+    at = sorted(at_lr(mup, opt), key=width)
+    claims = [verdict("A7: µP loss curves share their argmin", f"µP best LR per width ({lr_table(best)})",
+                      "same grid point at every width", fmt(spread(best)),
+                      None if spread(best) is None else spread(best) == 0)]
+    dev = {}
+    if at and not at[-1].diverged:
+        ref_s, ref_v = at[-1].history(SHARP)
+        for r in at[:-1]:
+            s, v = r.history(SHARP)
+            if width(r) >= 128 and len(s) == len(ref_s):
+                dev[width(r)] = float(np.max(np.abs(v - ref_v) / ref_v))
+    claims.append(verdict("A7: µP rescaled sharpness is width-independent",
+                          f"max over t of |λ_N − λ_{fmt(width(at[-1])) if at else '?'}|/λ at η0={fmt(opt)}, N ≥ 128",
+                          "≤ 0.10", ", ".join(f"w{w:g}: {fmt(d)}" for w, d in dev.items()) or "n/a",
+                          all(d <= 0.10 for d in dev.values()) if dev else None))
+    n_opt = common_optimum(best_by(ntp, width))
+    sharpening = {}
+    for r in sorted(at_lr(ntp, n_opt), key=width):
+        _, v = r.history(SHARP)
+        if len(v) >= 2 and not r.diverged:
+            sharpening[width(r)] = float(v[-1] - v[0])
+    ws = sorted(sharpening)
+    # no sharpening at the narrowest width (Δλ ≤ 0) fails the claim's premise: the ratio means nothing
+    ratio = sharpening[ws[-1]] / sharpening[ws[0]] if len(ws) >= 2 and sharpening[ws[0]] > 0 else math.nan
+    claims.append(verdict("A8: NTP sharpens less at large width", f"Δλ(widest)/Δλ(narrowest) at η0={fmt(n_opt)}",
+                          "Δλ(narrowest) > 0 and ratio ≤ 0.5",
+                          f"{fmt(ratio)} (Δλ: " + ", ".join(f"w{w:g}: {fmt(d)}" for w, d in sharpening.items()) + ")",
+                          None if len(ws) < 2 else not math.isnan(ratio) and ratio <= 0.5))
+    shares = {}
+    for r in at:
+        s, h = r.history("hessian/eig_0")
+        _, g = r.history("ggn/eig_0")
+        if len(s) and len(g) == len(h):
+            keep = s >= 0.1 * s.max()
+            shares[width(r)] = float(np.min(g[keep] / h[keep]))
+    claims.append(verdict("A9: the Gauss-Newton part carries the top eigenvalue", "min over t ≥ 10% of λmax(G)/λmax(H)",
+                          "≥ 0.9", ", ".join(f"w{w:g}: {fmt(x)}" for w, x in shares.items()) or "n/a",
+                          all(x >= 0.9 for x in shares.values()) if shares else None))
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": mup, "NTP": ntp}, width, "width"),
+                   "Final loss against η0 per width (full-batch GD)."),
+            Figure(figures.trajectories(out / "sharpness.png", sharpness_panels(
+                {f"µP η0={fmt(opt)}": at, f"NTP η0={fmt(n_opt)}": at_lr(ntp, n_opt)}, SHARP), "λmax(D½HD½)"),
+                   "Rescaled top Hessian eigenvalue along training per width."),
+            Figure(figures.trajectories(out / "ggn_vs_hessian.png", {
+                "µP: λmax(G)/λmax(H)": {f"width {width(r):g}": (r.history("ggn/eig_0")[0],
+                                                                r.history("ggn/eig_0")[1] / r.history("hessian/eig_0")[1])
+                                       for r in at if len(r.history("ggn/eig_0")[1]) == len(r.history("hessian/eig_0")[1])}},
+                "λmax(G) / λmax(H)"), "Share of the top Hessian eigenvalue carried by the Gauss-Newton part G.")]
+    return ExperimentReport("sc_linear", "", "Super Consistency theory: two-layer linear network (A7-A9)",
+                            "f(x) = vᵀWx on a linear teacher (100-dim Gaussian inputs, 256 examples), MSE, full-batch GD "
+                            "for 500 steps, µP (relative to width 1: the paper's γ = √N) vs NTP; Hessian and "
+                            "Gauss-Newton top eigenvalues every 25 steps. The loss of the LR curves is the mean over "
+                            "the whole run, since every stable LR ends at machine precision.",
+                            figs, claims, len(runs.finished))
+
+
+def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    stages = by_stage(runs.finished)
+    k1, k2, nb = (stages.get(k, []) for k in ("k1", "k2", "k1_no_branch_scale"))
+    best = {g: best_by(rs, depth) for g, rs in (("k1", k1), ("k2", k2), ("nb", nb))}
+    s1, s_nb = shift(best["k1"]), shift(best["nb"])
+    opt = common_optimum(best["k1"])
+    at = sorted(at_lr(k1, opt), key=depth)
+    cv1, _, _ = cv_over_time(at, SHARP, skip=0.1)
+    nb_diverged = [depth(r) for r in at_lr(nb, opt) if r.diverged]
+    claims = [verdict("A10: depth-µP (k=1) best LR transfers across depth", f"shift ({lr_table(best['k1'], 'depth')})",
+                      "|shift| ≤ 1", fmt(s1), None if s1 is None else abs(s1) <= 1),
+              verdict("A10: depth-µP (k=1) rescaled sharpness is consistent across depth",
+                      f"median CV across depths after warm-up, η0={fmt(opt)}", "≤ 0.3", fmt(cv1),
+                      None if math.isnan(cv1) else cv1 <= 0.3),
+              verdict("A11: without the 1/√L branch multiplier transfer breaks",
+                      f"shift ({lr_table(best['nb'], 'depth')}); depths diverging at η0={fmt(opt)}",
+                      "|shift| ≥ 1 or the deepest diverge", f"{fmt(s_nb)}; {nb_diverged or 'none'}",
+                      None if s_nb is None else abs(s_nb) >= 1 or bool(nb_diverged), soft=True)]
+    groups = {"k=1 (depth-µP)": k1, "k=2": k2, "k=1, no branch multiplier": nb}
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, depth, "depth"),
+                   "Final train loss against η0 per depth."),
+            eos_figure(out, {f"k=1 η0={fmt(opt)}": at}, "Rescaled sharpness times η0 per depth (dashed: edge of "
+                       "stability).", depth, "depth")]
+    return ExperimentReport("sc_depth", "", "Super Consistency across depth (A10-A11)",
+                            "Depth-µP ResMLP of width 64 on mnist1d, SGD with 32 warm-up steps; one layer per residual "
+                            "branch, two layers, and one layer without the 1/√L branch multiplier.",
+                            figs, claims, len(runs.finished))
+
+
+def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    rs = runs.finished
+    best = best_by(rs, width)
+    s = shift(best)
+    opt = common_optimum(best)
+    at = sorted(at_lr(rs, opt), key=width)
+    ratio = {}
+    for r in at:
+        _, p = r.history("adam/precond_sharpness")
+        _, t = r.history("adam/precond_threshold")
+        if len(p) and len(p) == len(t) and not r.diverged:
+            ratio[width(r)] = float(np.median((p / t)[len(p) // 2:]))
+    claims = [verdict("µP Adam: best LR transfers across width", f"shift ({lr_table(best)})", "|shift| ≤ 1", fmt(s),
+                      None if s is None else abs(s) <= 1, soft=True),
+              verdict("µP Adam: preconditioned sharpness at its stability threshold",
+                      "median over the second half of λmax(P⁻¹H)/threshold, per width", "∈ [0.5, 1.5]",
+                      ", ".join(f"w{w:g}: {fmt(x)}" for w, x in ratio.items()) or "n/a",
+                      all(0.5 <= x <= 1.5 for x in ratio.values()) if ratio else None, soft=True)]
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP Transformer, Adam": rs}, width, "width"),
+                   "Final train loss against η0 per width."),
+            Figure(figures.trajectories(out / "precond.png", {f"η0={fmt(opt)}": {
+                f"width {width(r):g}": (r.history("adam/precond_sharpness")[0],
+                                        r.history("adam/precond_sharpness")[1] / r.history("adam/precond_threshold")[1])
+                for r in at if len(r.history("adam/precond_sharpness")[1]) == len(r.history("adam/precond_threshold")[1])}},
+                "λmax(P⁻¹H) / threshold", hlines={f"η0={fmt(opt)}": 1.0}),
+                   "Adam-preconditioned sharpness over its threshold (2+2β1)/((1−β1)η) per width.")]
+    return ExperimentReport("sc_adam", "", "Super Consistency with Adam: µP Transformer (soft at small scale)",
+                            "µP Transformer on character-level Shakespeare, Adam (ε=1e-12), 20 warm-up steps; the "
+                            "preconditioned sharpness on a fixed batch every 50 steps.", figs, claims, len(runs.finished))

@@ -1,0 +1,110 @@
+"""`make reproduce`: run each experiment's stages as sweeps, then build the reports from MLflow.
+
+Usage: python -m lrtransfer.reproduce --scale small --launcher local --experiments all
+
+An experiment's ``stages`` (conf/experiment/<name>.yaml) run in order, each a Hydra multirun over the
+experiment's grid with the stage's overrides on top, so FLeRM's base records exist before the runs
+that read them.  Jobs run with ``reuse=true``: a rerun takes finished runs from MLflow instead of
+training them again.  Every stage of every experiment is composed and checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import train
+from .config import compose_experiment, register_configs
+from .errors import one_line
+from .paths import CONF_DIR, PROJECT_DIR
+from .precheck import precheck
+from .report.__main__ import SUITE, build_reports
+
+
+def stage_overrides(experiment: str, scale: str) -> dict[str, list[str]]:
+    """{stage name: its override strings}; an experiment without stages is one sweep named "main"."""
+    stages = compose_experiment(experiment, scale).stages or {"main": {}}
+    return {name: [f"{k}={v}" for k, v in params.items()] for name, params in stages.items()}
+
+
+def grid_firsts(experiment: str, scale: str) -> dict[str, str]:
+    """The first value of each axis of the experiment's grid."""
+    params = compose_experiment(experiment, scale, return_hydra_config=True).hydra.sweeper.params or {}
+    return {k: str(v).split(",")[0] for k, v in params.items()}
+
+
+def check_stages(argvs: list[list[str]], firsts: dict[str, str]) -> None:
+    """Precheck every stage: the first in full (every value of every axis); the others only along the
+    axes they override, the rest of the grid being the same configurations already checked."""
+    for i, argv in enumerate(argvs):
+        keys = {a.split("=")[0].lstrip("+~") for a in argv}
+        pinned = [f"{k}={v}" for k, v in firsts.items() if k not in keys] if i else []
+        precheck(argv + pinned)
+
+
+def stage_argv(experiment: str, scale: str, launcher: str, stage: str, overrides: list[str],
+               sweep_dir: Path) -> list[str]:
+    argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"++tags.stage={stage}",
+            f"hydra.sweep.dir={sweep_dir}", *overrides]
+    if launcher != "local":  # e.g. slurm = conf/hydra/launcher/slurm.yaml with the cluster profile
+        argv.append(f"hydra/launcher={launcher}")
+    return argv
+
+
+def run_stage(argv: list[str]) -> bool:
+    """One stage's sweep, in this process (imports and MLflow set-up are paid once, not per stage);
+    -> whether it failed. A failed stage is reported and the rest go on."""
+    try:
+        train.main(argv, checked=True)
+    except SystemExit as exc:
+        return exc.code not in (0, None)
+    except Exception as exc:  # the launcher itself failed (e.g. Slurm unreachable)
+        print(f"error: stage failed: {one_line(exc)}", file=sys.stderr)
+        return True
+    return False
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--scale", default="small", choices=["smoke", "small", "paper"])
+    ap.add_argument("--launcher", default="local", help="local (in-process), slurm (conf/hydra/launcher/slurm.yaml), submitit_local, ...")
+    ap.add_argument("--experiments", default="all", help=f"comma-separated, or all: {','.join(SUITE)}")
+    ap.add_argument("--outputs", type=Path, default=PROJECT_DIR / "outputs", help="where the sweeps' folders go")
+    ap.add_argument("--reports", type=Path, default=PROJECT_DIR / "reports")
+    args = ap.parse_args()
+    os.chdir(PROJECT_DIR)  # the default tracking URI is relative to the working directory
+    register_configs()
+    experiments = SUITE if args.experiments == "all" else args.experiments.split(",")
+    unknown = [e for e in experiments if not (CONF_DIR / "experiment" / f"{e}.yaml").exists()]
+    if unknown:
+        print(f"error: experiment={unknown[0]!r} has no file conf/experiment/{unknown[0]}.yaml", file=sys.stderr)
+        return 2
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    plan = []
+    try:
+        for experiment in experiments:
+            stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, overrides,
+                                         args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
+                      for stage, overrides in stage_overrides(experiment, args.scale).items()]
+            check_stages([argv for _, argv in stages], grid_firsts(experiment, args.scale))
+            plan += [(experiment, stage, argv) for stage, argv in stages]
+    except Exception as exc:  # composition and validation errors are the user's input
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+    status, started = 0, time.time()
+    for i, (experiment, stage, argv) in enumerate(plan, 1):
+        print(f"\n== [{i}/{len(plan)}] {experiment}: stage {stage} ({time.time() - started:.0f} s elapsed)", flush=True)
+        print("$ python -m lrtransfer.train " + " ".join(argv), flush=True)
+        status |= run_stage(argv)
+    print(f"\nsweeps finished in {time.time() - started:.0f} s; building reports", flush=True)
+    failed_claims = build_reports(experiments, args.scale, args.reports)
+    print(f"\nreproduce finished in {time.time() - started:.0f} s; reports in {args.reports / 'index.html'}")
+    return 1 if status else 0 if args.scale == "smoke" or not failed_claims else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""`make reproduce SCALE=smoke` end to end: every experiment's stages, the reports from MLflow, reuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from browser import images_loaded
+from lrtransfer.report.__main__ import SUITE
+
+pytestmark = pytest.mark.slow
+
+
+def reproduce(tmp_path, uri: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke",
+           "--outputs", str(tmp_path / "outputs"), "--reports", str(tmp_path / "reports"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reproduce")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    result = reproduce(tmp, uri)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return tmp, uri, result.stdout
+
+
+def test_every_experiment_has_a_report_with_claims_and_figures(smoke):
+    tmp, _, stdout = smoke
+    index = (tmp / "reports" / "index.html").read_text()
+    for experiment in SUITE:
+        folder = tmp / "reports" / experiment
+        claims = json.loads((folder / "claims.json").read_text())
+        assert claims["experiment"] == experiment and claims["scale"] == "smoke" and claims["runs"] > 0
+        assert claims["claims"], experiment
+        assert all(c["status"] in ("PASS", "FAIL", "SOFT-FAIL", "SOFT-PASS", "MISSING") for c in claims["claims"])
+        pngs = list(folder.glob("*.png"))
+        assert pngs and all(p.stat().st_size > 1000 for p in pngs), experiment
+        assert f'href="{experiment}/index.html"' in index
+    assert "claims at scale=smoke:" in stdout and "summary: PASS" in stdout
+
+
+def test_reports_are_logged_to_the_sweep_parent_runs(smoke):
+    _, uri, _ = smoke
+    client = MlflowClient(uri)
+    for experiment in ("sc_width", "flerm_width", "cross_mup_fslr"):
+        exp = client.get_experiment_by_name(experiment)
+        parents = client.search_runs([exp.experiment_id], "tags.sweep = 'true'", order_by=["attributes.start_time DESC"])
+        assert parents and all(p.info.status == "FINISHED" for p in parents)
+        logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
+        assert "report/index.html" in logged and "report/claims.json" in logged
+        assert any(p.endswith(".png") for p in logged)
+
+
+def test_flerm_runs_found_their_base_record(smoke):
+    _, uri, _ = smoke
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("flerm_width")
+    flerm = client.search_runs([exp.experiment_id], "tags.stage = 'flerm'")
+    assert flerm and all(r.info.status == "FINISHED" and "base run" in r.data.tags["fslr_base"] for r in flerm)
+
+
+def test_a_rerun_reuses_finished_runs(smoke):
+    tmp, uri, _ = smoke
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("sc_ntk")
+
+    def jobs() -> int:
+        return sum(r.data.tags.get("sweep") != "true" for r in client.search_runs([exp.experiment_id]))
+
+    before = jobs()
+    result = reproduce(tmp, uri, "--experiments", "sc_ntk")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("REUSED") == before > 0
+    assert jobs() == before
+
+
+def test_reports_show_every_image_in_chromium(smoke, browser):
+    tmp, _, _ = smoke
+    profile = tmp / "chrome-profile"
+    for experiment in SUITE:
+        page = tmp / "reports" / experiment / "index.html"
+        loaded, total = images_loaded(browser, profile, page)
+        assert total > 0 and loaded == total, (experiment, loaded, total)
+    assert images_loaded(browser, profile, tmp / "reports" / "index.html") == (len(SUITE), len(SUITE))
