@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from browser import chromium, images_loaded
-from lrtransfer.report.html import Claim, ExperimentReport, Figure, write_experiment_report, write_index
+from lrtransfer.report.html import (Claim, ExperimentReport, Figure, read_report, write_experiment_report,
+                                    write_index)
 
 CLAIMS = [
     Claim("A1: µP best LR transfers across width", "best-LR shift, width 32→512 (grid steps)", "≤ 1", "0", "PASS"),
@@ -70,6 +71,11 @@ def test_claims_json_round_trips(tmp_path):
     assert (data["experiment"], data["scale"], data["runs"]) == ("sc_width", "smoke", 7)
     assert [Claim(**c) for c in data["claims"]] == CLAIMS
     assert data["summary"] == {"PASS": 1, "FAIL": 1, "SOFT-FAIL": 1, "SOFT-PASS": 1, "MISSING": 1}
+    _png(tmp_path / "fig.png", 0)
+    full = _report("sc_width", [Figure("fig.png", "a caption")], runs=7)
+    full.notes.append("a note")
+    write_experiment_report(full, tmp_path)
+    assert read_report(tmp_path / "claims.json") == full  # what the index of a later partial rebuild reads
     two_pass = _report("x", [], claims=[CLAIMS[0], CLAIMS[0], CLAIMS[4]])
     assert two_pass.summary == {"PASS": 2, "FAIL": 0, "SOFT-FAIL": 0, "SOFT-PASS": 0, "MISSING": 1}
 

@@ -17,7 +17,7 @@ from ..paths import PROJECT_DIR
 from ..tracking import client_for
 from . import cross, flerm
 from . import super_consistency as sc
-from .html import ExperimentReport, write_experiment_report, write_index
+from .html import ExperimentReport, read_report, write_experiment_report, write_index
 from .runs import ExperimentRuns, load_runs
 
 Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
@@ -61,6 +61,13 @@ def build_report(experiment: str, scale: str, root: Path) -> ExperimentReport:
     return report
 
 
+def earlier_reports(root: Path, scale: str, skip: set[str]) -> list[ExperimentReport]:
+    """Reports of other experiments already under ``root`` at this scale, so a partial rebuild keeps
+    the index complete."""
+    found = [read_report(p) for p in sorted(root.glob("*/claims.json")) if p.parent.name not in skip]
+    return [r for r in found if r.scale == scale and r.experiment in EXPERIMENTS]
+
+
 def build_reports(experiments: list[str], scale: str, root: Path) -> int:
     """Write every report and the index, print the claims; returns the number of hard FAILs."""
     reports = []
@@ -69,7 +76,8 @@ def build_reports(experiments: list[str], scale: str, root: Path) -> int:
             print(f"warning: no report for experiment={experiment!r}", file=sys.stderr)
             continue
         reports.append(build_report(experiment, scale, root))
-    write_index(reports, root)
+    indexed = reports + earlier_reports(root, scale, {r.experiment for r in reports})
+    write_index(sorted(indexed, key=lambda r: list(EXPERIMENTS).index(r.experiment)), root)
     print(f"\nclaims at scale={scale}:")
     failures = 0
     for report in reports:

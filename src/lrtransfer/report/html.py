@@ -124,10 +124,19 @@ def write_experiment_report(report: ExperimentReport, out_dir: Path) -> Path:
     ])
     html_path = out_dir / "index.html"
     html_path.write_text(_page(report.title, body), encoding="utf-8")
-    data = {"experiment": report.experiment, "scale": report.scale, "runs": report.runs,
-            "summary": report.summary, "claims": [asdict(c) for c in report.claims]}
+    data = {"experiment": report.experiment, "scale": report.scale, "runs": report.runs, "title": report.title,
+            "description": report.description, "notes": report.notes, "summary": report.summary,
+            "claims": [asdict(c) for c in report.claims], "figures": [asdict(f) for f in report.figures]}
     (out_dir / "claims.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return html_path
+
+
+def read_report(claims_json: Path) -> ExperimentReport:
+    """An experiment's report back from its claims.json (to index reports built by earlier runs)."""
+    data = json.loads(Path(claims_json).read_text(encoding="utf-8"))
+    return ExperimentReport(data["experiment"], data["scale"], data["title"], data["description"],
+                            [Figure(**f) for f in data["figures"]], [Claim(**c) for c in data["claims"]],
+                            data["runs"], data["notes"])
 
 
 def _thumbnail(report: ExperimentReport) -> str:
