@@ -22,7 +22,7 @@ def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         rs = stages.get(g, [])
         lr = common_optimum(best_by(rs, width))
         at = sorted(at_lr(rs, lr), key=width)
-        cvs[title], _, _ = cv_over_time(at, SHARP)
+        cvs[title] = cv_over_time(at, SHARP)
         panels[f"{title} η0={fmt(lr)}"] = at
     fl, mu, sp = cvs["SP + FLeRM"], cvs["µP"], cvs["SP"]
     claims.append(verdict("FLeRM's rescaled sharpness is super consistent across width, as µP's",

@@ -34,17 +34,21 @@ def at_lr(runs: list[RunRecord], lr: float | None) -> list[RunRecord]:
     return [r for r in runs if lr is not None and math.isclose(r.lr, lr)]
 
 
-def cv_over_time(runs: list[RunRecord], key: str, skip: float = 0.1) -> tuple[float, np.ndarray, np.ndarray]:
-    """Median over checkpoints (after the first ``skip`` of training) of the CV across runs of ``key``."""
+def cv_by_checkpoint(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, CV across the runs) at every checkpoint that all non-diverged runs measured."""
     series = [r.history(key) for r in runs if not r.diverged]
     series = [s for s in series if len(s[0])]
     if len(series) < 2:
-        return math.nan, np.array([]), np.array([])
-    steps = sorted(set.intersection(*(set(s[0].tolist()) for s in series)))
-    total = max(steps) if steps else 0
-    kept = [t for t in steps if t >= skip * total]
-    cvs = np.array([cv(float(v[list(s).index(t)]) for s, v in series) for t in kept])
-    return float(np.nanmedian(cvs)) if len(cvs) else math.nan, np.array(kept), cvs
+        return np.array([]), np.array([])
+    steps = np.array(sorted(set.intersection(*(set(s[0].tolist()) for s in series))))
+    return steps, np.array([cv(float(v[list(s).index(t)]) for s, v in series) for t in steps])
+
+
+def cv_over_time(runs: list[RunRecord], key: str, skip: float = 0.1) -> float:
+    """Median over checkpoints (after the first ``skip`` of training) of the CV across runs of ``key``."""
+    steps, cvs = cv_by_checkpoint(runs, key)
+    kept = cvs[steps >= skip * steps.max()] if len(steps) else cvs
+    return float(np.nanmedian(kept)) if len(kept) else math.nan
 
 
 def sharpness_panels(groups: dict[str, list[RunRecord]], key: str, scale=width, label="width"):
@@ -74,8 +78,7 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims.append(verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −1", fmt(s_sp),
                           None if s_sp is None else s_sp <= -1))
     mup_opt, ntp_opt = at_lr(mup, opt["mup"]), at_lr(ntp, opt["ntp"])
-    cv_mup, steps_mup, cvs_mup = cv_over_time(mup_opt, SHARP)
-    cv_ntp, steps_ntp, cvs_ntp = cv_over_time(ntp_opt, SHARP)
+    cv_mup, cv_ntp = cv_over_time(mup_opt, SHARP), cv_over_time(ntp_opt, SHARP)
     claims.append(verdict("A3: µP rescaled sharpness is super consistent",
                           f"median CV across widths of λ·(η/η0) after 10% of training, η0={fmt(opt['mup'])}",
                           "≤ 0.25 and ≤ ½ NTP's CV", f"{fmt(cv_mup)} (NTP {fmt(cv_ntp)} at η0={fmt(opt['ntp'])})",
@@ -126,13 +129,8 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
     """CV across runs of ``key`` at the checkpoint nearest ``fraction`` of the common measured steps."""
-    series = [r.history(key) for r in runs if not r.diverged]
-    series = [s for s in series if len(s[0])]
-    if len(series) < 2:
-        return math.nan
-    steps = sorted(set.intersection(*(set(s[0].tolist()) for s in series)))
-    t = steps[min(len(steps) - 1, int(round(fraction * (len(steps) - 1))))]
-    return cv(float(v[list(s).index(t)]) for s, v in series)
+    _, cvs = cv_by_checkpoint(runs, key)
+    return float(cvs[int(round(fraction * (len(cvs) - 1)))]) if len(cvs) else math.nan
 
 
 def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -226,7 +224,7 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     s1, s_nb = shift(best["k1"]), shift(best["nb"])
     opt = common_optimum(best["k1"])
     at = sorted(at_lr(k1, opt), key=depth)
-    cv1, _, _ = cv_over_time(at, SHARP, skip=0.1)
+    cv1 = cv_over_time(at, SHARP)
     nb_diverged = [depth(r) for r in at_lr(nb, opt) if r.diverged]
     claims = [verdict("A10: depth-µP (k=1) best LR transfers across depth", f"shift ({lr_table(best['k1'], 'depth')})",
                       "|shift| ≤ 1", fmt(s1), None if s1 is None else abs(s1) <= 1),
