@@ -7,7 +7,7 @@ import pytest
 from lrtransfer.config import validate
 from lrtransfer.data import load_data
 from lrtransfer.paths import CONF_DIR
-from lrtransfer.reproduce import grid_firsts, stage_overrides
+from lrtransfer.reproduce import stages_and_grid
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
@@ -50,16 +50,16 @@ def test_every_experiment_runs_at_smoke_scale(make_cfg, tmp_path, experiment):
 @pytest.mark.parametrize("experiment", GROUPS["experiment"])
 def test_every_stage_of_every_experiment_composes_at_every_scale(make_cfg, experiment, scale):
     """What `make reproduce` would run: each stage's overrides on the experiment's grid, validated."""
-    grid = grid_firsts(experiment, scale)
+    stages, grid = stages_and_grid(experiment, scale)
     assert grid, "an experiment file holds its sweep grid"
-    for stage, overrides in stage_overrides(experiment, scale).items():
+    for stage, overrides in stages.items():
         firsts = {o.split("=")[0]: o.split("=", 1)[1].split(",")[0] for o in overrides}
         args = [f"{k}={v}" for k, v in {**grid, **firsts}.items()]
         validate(make_cfg(f"experiment={experiment}", f"scale={scale}", *args))
 
 
 def test_scale_specific_files_change_the_grid():
-    smoke, small = stage_overrides("sc_width", "smoke"), stage_overrides("sc_width", "small")
+    (smoke, _), (small, _) = stages_and_grid("sc_width", "smoke"), stages_and_grid("sc_width", "small")
     assert list(smoke) == list(small) == ["mup", "ntp", "sp"]
     assert smoke["ntp"] != small["ntp"]
 

@@ -24,16 +24,13 @@ from .precheck import precheck
 from .report.__main__ import SUITE, build_reports
 
 
-def stage_overrides(experiment: str, scale: str) -> dict[str, list[str]]:
-    """{stage name: its override strings}; an experiment without stages is one sweep named "main"."""
-    stages = compose_experiment(experiment, scale).stages or {"main": {}}
-    return {name: [f"{k}={v}" for k, v in params.items()] for name, params in stages.items()}
-
-
-def grid_firsts(experiment: str, scale: str) -> dict[str, str]:
-    """The first value of each axis of the experiment's grid."""
-    params = compose_experiment(experiment, scale, return_hydra_config=True).hydra.sweeper.params or {}
-    return {k: str(v).split(",")[0] for k, v in params.items()}
+def stages_and_grid(experiment: str, scale: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """({stage name: its override strings}, {grid axis: its first value}) from one composition; an
+    experiment without stages is one sweep named "main"."""
+    cfg = compose_experiment(experiment, scale, return_hydra_config=True)
+    stages = {name: [f"{k}={v}" for k, v in params.items()] for name, params in (cfg.stages or {"main": {}}).items()}
+    firsts = {k: str(v).split(",")[0] for k, v in (cfg.hydra.sweeper.params or {}).items()}
+    return stages, firsts
 
 
 def check_stages(argvs: list[list[str]], firsts: dict[str, str]) -> None:
@@ -86,10 +83,11 @@ def main() -> int:
     plan = []
     try:
         for experiment in experiments:
-            stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, overrides,
+            overrides, firsts = stages_and_grid(experiment, args.scale)
+            stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, extra,
                                          args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
-                      for stage, overrides in stage_overrides(experiment, args.scale).items()]
-            check_stages([argv for _, argv in stages], grid_firsts(experiment, args.scale))
+                      for stage, extra in overrides.items()]
+            check_stages([argv for _, argv in stages], firsts)
             plan += [(experiment, stage, argv) for stage, argv in stages]
     except Exception as exc:  # composition and validation errors are the user's input
         print(f"error: {one_line(exc)}", file=sys.stderr)

@@ -127,8 +127,8 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
-    tags = {"scale": cfg.scale, "config_hash": config_hash(cfg),"model": value(cfg.model.name), "param": value(cfg.param.name), "width": cfg.model.width,
-            "depth": cfg.model.depth, "lr": cfg.optim.lr, "optim": value(cfg.optim.name), "seed": cfg.seed,
+    tags = {"scale": cfg.scale, "config_hash": config_hash(cfg), "model": value(cfg.model.name),
+            "param": value(cfg.param.name), "width": cfg.model.width, "depth": cfg.model.depth, "lr": cfg.optim.lr, "optim": value(cfg.optim.name), "seed": cfg.seed,
             "data": value(cfg.data.name), "init_scale": float(cfg.model.init_scale),
             "fslr_mode": value(cfg.fslr.mode)}
     if value(cfg.model.name) == "transformer":
@@ -152,13 +152,14 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     t = cfg.train
     ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint")
     ckpt = load_checkpoint(ckpt_dir)
+    tags = run_tags(cfg)
     if cfg.reuse and ckpt is None:
-        done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, config_hash(cfg))
+        done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, tags["config_hash"])
         if done is not None:
             return reused_result(done)
     tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=ckpt["run_id"] if ckpt else None,
                          run_name=cfg.tracking.run_name or default_run_name(cfg),
-                         parent_run_id=parent_run_id, tags=run_tags(cfg))
+                         parent_run_id=parent_run_id, tags=tags)
     try:
         if ckpt is None:
             container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
