@@ -7,7 +7,7 @@ import pytest
 from lrtransfer.config import validate
 from lrtransfer.data import load_data
 from lrtransfer.paths import CONF_DIR
-from lrtransfer.reproduce import stages_and_grid
+from lrtransfer.experiment_plan import stages_and_grid
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
@@ -54,7 +54,7 @@ def test_every_stage_of_every_experiment_composes_at_every_scale(make_cfg, exper
     assert grid, "an experiment file holds its sweep grid"
     for stage, overrides in stages.items():
         firsts = {o.split("=")[0]: o.split("=", 1)[1].split(",")[0] for o in overrides}
-        args = [f"{k}={v}" for k, v in {**grid, **firsts}.items()]
+        args = [f"{k}={v.split(',')[0]}" for k, v in {**grid, **firsts}.items()]
         validate(make_cfg(f"experiment={experiment}", f"scale={scale}", *args))
 
 
@@ -71,6 +71,7 @@ BAD = {
     "model.depth=0": "model.depth=0: must be at least 1",
     "optim.lr=0": "optim.lr=0.0: must be positive",
     "optim.lr=-0.1": "optim.lr=-0.1: must be positive",
+    "data.target_scale=0": "data.target_scale=0.0: must be positive",
     "param=fancy": "Could not find 'param/fancy'",
     "param.name=fancy": "param.name: Invalid value 'fancy'",
     "model=transformer data=shakespeare model.width=40": "model.width=40: must be divisible by model.head_dim=16",

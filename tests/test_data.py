@@ -30,6 +30,8 @@ def test_teacher_is_a_linear_function():
     d = load_teacher(64, 16, 10, 2)
     sol = torch.linalg.lstsq(d.x_train, d.y_train).solution
     assert torch.allclose(d.x_test @ sol, d.y_test, atol=1e-4) and d.task == "regression"
+    scaled = load_teacher(64, 16, 10, 2, target_scale=3.0)
+    assert torch.equal(scaled.x_train, d.x_train) and torch.allclose(scaled.y_train, 3 * d.y_train)
 
 
 def write_cifar_like(path, n):

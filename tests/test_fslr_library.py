@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrtransfer.fslr import (BaseRecordError, FunctionSpaceLR, StatisticsEMA, exact_fslr, fslr_from_statistics,
-                             map_base_record, sample_statistics)
+from lrtransfer.fslr import (BaseRecordError, FunctionSpaceLR, StatisticsEMA, average_records, exact_fslr,
+                             fslr_from_statistics, map_base_record, sample_statistics)
 from lrtransfer.fslr.outputs import default_output_fn
 from lrtransfer.models import ResMLP, Transformer
 from lrtransfer.optim import build_optimizer
@@ -206,7 +206,21 @@ def test_depth_mapping_splits_each_block_over_its_copies():
     assert mapped["input.weight"] == [4.0] and mapped["readout.weight"] == [1.0]
     assert sum(mapped[f"blocks.{i}.branch.1.weight"][0] for i in range(4)) == 2.0
     assert sum(mapped[f"blocks.{i}.branch.1.weight"][0] for i in range(4, 8)) == 8.0
+    unsplit = map_base_record(base, names, base_depth=2, target_depth=8, split_depth=False)  # the ablation
+    assert [unsplit[f"blocks.{i}.branch.1.weight"][0] for i in range(8)] == [2.0] * 4 + [8.0] * 4
+    assert unsplit["input.weight"] == [4.0]
     with pytest.raises(BaseRecordError, match="not an integer multiple"):
         map_base_record(base, names, base_depth=2, target_depth=7)
     with pytest.raises(BaseRecordError, match="no series for tensor 'readout.weight'"):
         map_base_record({k: v for k, v in base.items() if k != "readout.weight"}, names, 2, 8)
+
+
+def test_averaging_base_records_covers_the_steps_all_seeds_recorded():
+    meta = {"model": "resmlp", "width": "32"}
+    full = {"meta": {**meta, "seed": 0}, "steps": [0, 20, 40], "series": {"w": [1.0, 2.0, 3.0]}}
+    diverged = {"meta": {**meta, "seed": 1}, "steps": [0, 20], "series": {"w": [3.0, 4.0]}}  # stopped at step 30
+    mean = average_records([full, diverged], per_run_keys=("seed",))
+    assert mean["steps"] == [0, 20] and mean["series"] == {"w": [2.0, 3.0]} and mean["meta"]["seed"] == [0, 1]
+    other = {"meta": {**meta, "seed": 2}, "steps": [0, 50], "series": {"w": [1.0, 1.0]}}
+    with pytest.raises(BaseRecordError, match="estimate steps differ"):
+        average_records([full, other], per_run_keys=("seed",))

@@ -46,6 +46,24 @@ def test_resmlp_branch_multiplier_and_layers_per_block():
     assert all(b.branch_multiplier == pytest.approx(0.25) for b in m.blocks)
 
 
+def test_branch_init_scaling_is_the_multiplier_at_init_but_not_in_the_gradients():
+    """sqrt_depth_init puts 1/√m on the branch weights' init instead of a forward multiplier: the same function,
+    but an update of a branch weight moves it √m times more (what makes SP's best LR shrink with depth)."""
+    x, m = torch.randn(5, 10), 4  # depth 8 from a base depth of 2
+    models = {}
+    for scale in ("sqrt_depth", "sqrt_depth_init"):
+        torch.manual_seed(0)
+        models[scale] = ResMLP(10, 3, 16, 8, base_depth=2, param="sp", branch_scale=scale)
+    multiplied, initialised = models["sqrt_depth"], models["sqrt_depth_init"]
+    assert all(b.branch_multiplier == 1.0 for b in initialised.blocks)
+    assert torch.allclose(multiplied(x), initialised(x), atol=1e-6)
+    assert torch.equal(multiplied.input.weight, initialised.input.weight)  # only branch weights are scaled
+    assert torch.allclose(initialised.blocks[3].branch[1].weight, multiplied.blocks[3].branch[1].weight / m ** 0.5)
+    grads = [torch.autograd.grad(model(x).square().sum(), model.blocks[3].branch[1].weight)[0]
+             for model in (multiplied, initialised)]
+    assert torch.allclose(grads[0], grads[1] / m ** 0.5, atol=1e-6)
+
+
 def test_linear_net_is_linear():
     net = LinearNet(6, 2, 16, param="ntp")
     x, y = torch.randn(4, 6), torch.randn(4, 6)

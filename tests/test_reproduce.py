@@ -11,6 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from browser import images_loaded
+from lrtransfer.experiment_plan import job_config_hashes
 from lrtransfer.report.__main__ import SUITE
 
 pytestmark = pytest.mark.slow
@@ -57,6 +58,17 @@ def test_reports_are_logged_to_the_sweep_parent_runs(smoke):
         logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "report")}
         assert "report/index.html" in logged and "report/claims.json" in logged
         assert any(p.endswith(".png") for p in logged)
+
+
+def test_the_planned_jobs_are_the_runs_launched(smoke):
+    """The reports select runs by the configuration hashes the plan predicts: they must be the launched ones."""
+    _, uri, _ = smoke
+    client = MlflowClient(uri)
+    for experiment in SUITE:
+        exp = client.get_experiment_by_name(experiment)
+        launched = {r.data.tags["config_hash"] for r in client.search_runs([exp.experiment_id])
+                    if r.data.tags.get("sweep") != "true"}
+        assert launched == job_config_hashes(experiment, "smoke"), experiment
 
 
 def test_flerm_runs_found_their_base_record(smoke):

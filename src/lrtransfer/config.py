@@ -50,6 +50,7 @@ class BranchScale(Enum):
     none = "none"
     sqrt_depth = "sqrt_depth"
     depth = "depth"
+    sqrt_depth_init = "sqrt_depth_init"
 
 
 class Schedule(Enum):
@@ -145,6 +146,7 @@ class DataConfig:
     cache_dir: Optional[str] = None  # default: ~/.cache/lrtransfer
     in_dim: int = 100  # teacher data only
     out_dim: int = 1  # teacher data only
+    target_scale: float = 1.0  # teacher data only: the teacher's outputs have this standard deviation
 
 
 @dataclass
@@ -193,6 +195,7 @@ class FslrConfig:
     method: FslrMethod = FslrMethod.kronecker
     beta: float = 0.9
     first_step_only: bool = True  # flerm: set the LRs once at step 0 (the paper's main variant)
+    split_depth: bool = True  # flerm, deeper target: split a base block's value over its copies (false: ablation)
     base: FslrBaseConfig = field(default_factory=FslrBaseConfig)
 
 
@@ -250,6 +253,7 @@ def validate(cfg: Any) -> None:
     _check(m.base_depth >= 1, "model.base_depth", m.base_depth, "must be at least 1")
     _check(m.layers_per_block >= 1, "model.layers_per_block", m.layers_per_block, "must be at least 1")
     _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
+    _check(d.target_scale > 0, "data.target_scale", d.target_scale, "must be positive")
     if _name(m.name) == "transformer":
         _check(m.head_dim >= 1, "model.head_dim", m.head_dim, "must be a positive integer")
         _check(m.width % m.head_dim == 0, "model.width", m.width,

@@ -142,11 +142,12 @@ def load_mnist1d(n_train: int, n_test: int, cache_dir: Path) -> ArrayData:
                      "classification")
 
 
-def load_teacher(n_train: int, n_test: int, in_dim: int, out_dim: int) -> ArrayData:
-    """Gaussian inputs and a linear teacher y = x·W*/√D: the linear-network theory setting."""
+def load_teacher(n_train: int, n_test: int, in_dim: int, out_dim: int, target_scale: float = 1.0) -> ArrayData:
+    """Gaussian inputs and a linear teacher y = s·x·W*/√D (outputs of standard deviation s, W* ~ N(0, 1)):
+    the linear-network theory setting."""
     g = torch.Generator().manual_seed(DATA_SEED)
     x = torch.randn(n_train + n_test, in_dim, generator=g)
-    y = x @ torch.randn(in_dim, out_dim, generator=g) / in_dim ** 0.5
+    y = target_scale * x @ torch.randn(in_dim, out_dim, generator=g) / in_dim ** 0.5
     return ArrayData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "regression")
 
 
@@ -233,7 +234,8 @@ def load_data(data_cfg) -> ArrayData | TokenData:
     if name == "mnist1d":
         return load_mnist1d(data_cfg.n_train, data_cfg.n_test, cache)
     if name == "teacher":
-        return load_teacher(data_cfg.n_train, data_cfg.n_test, data_cfg.in_dim, data_cfg.out_dim)
+        return load_teacher(data_cfg.n_train, data_cfg.n_test, data_cfg.in_dim, data_cfg.out_dim,
+                            data_cfg.target_scale)
     if name == "shakespeare":
         return load_shakespeare(data_cfg.seq_len, cache)
     if name == "cifar10":

@@ -62,4 +62,5 @@ def find_base_record(cfg, client, value) -> tuple[dict, str]:
 def mapped_base_series(cfg, client, value, target_names) -> tuple[dict[str, list[float]], str]:
     record, source = find_base_record(cfg, client, value)
     base_depth = int(record["meta"].get("depth", cfg.model.base_depth))
-    return map_base_record(record["series"], target_names, base_depth, cfg.model.depth, label=source), source
+    return map_base_record(record["series"], target_names, base_depth, cfg.model.depth, label=source,
+                           split_depth=cfg.fslr.split_depth), source

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 PARAMETRIZATIONS = ("sp", "ntp", "mup", "depth_mup")
 ROLES = ("input", "hidden", "readout", "bias", "norm")
-BRANCH_SCALES = ("auto", "none", "sqrt_depth", "depth")
+BRANCH_SCALES = ("auto", "none", "sqrt_depth", "depth", "sqrt_depth_init")
 
 
 class ParametrizationError(ValueError):
@@ -116,7 +116,17 @@ class Parametrization:
             )
         if branch_scale == "auto":
             return depth_mult ** -self.alpha if self.name == "depth_mup" else 1.0
-        return {"none": 1.0, "sqrt_depth": depth_mult ** -0.5, "depth": 1.0 / depth_mult}[branch_scale]
+        return {"none": 1.0, "sqrt_depth": depth_mult ** -0.5, "depth": 1.0 / depth_mult,
+                "sqrt_depth_init": 1.0}[branch_scale]
+
+    @staticmethod
+    def branch_init_scale(depth_mult: float, branch_scale: str) -> float:
+        """Factor on the init of the weights inside residual branches: ℓ^−½ for ``sqrt_depth_init``.
+
+        Same forward pass at init as the ``sqrt_depth`` multiplier, but an update of a branch weight is
+        not damped by it, so under one global LR the function moves more the deeper the model (the FLeRM
+        paper's ResMLP depth baseline, "weight init / √m")."""
+        return depth_mult ** -0.5 if branch_scale == "sqrt_depth_init" else 1.0
 
     def attention_scale(self, head_dim: int, base_head_dim: int) -> float:
         if self.is_mup:

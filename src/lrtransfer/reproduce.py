@@ -17,25 +17,18 @@ import time
 from pathlib import Path
 
 from . import train
-from .config import compose_experiment, register_configs
+from .config import register_configs
 from .errors import one_line
+from .experiment_plan import stage_overrides, stages_and_grid
 from .paths import CONF_DIR, PROJECT_DIR
 from .precheck import precheck
 from .report.__main__ import SUITE, build_reports
 
 
-def stages_and_grid(experiment: str, scale: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """({stage name: its override strings}, {grid axis: its first value}) from one composition; an
-    experiment without stages is one sweep named "main"."""
-    cfg = compose_experiment(experiment, scale, return_hydra_config=True)
-    stages = {name: [f"{k}={v}" for k, v in params.items()] for name, params in (cfg.stages or {"main": {}}).items()}
-    firsts = {k: str(v).split(",")[0] for k, v in (cfg.hydra.sweeper.params or {}).items()}
-    return stages, firsts
-
-
-def check_stages(argvs: list[list[str]], firsts: dict[str, str]) -> None:
+def check_stages(argvs: list[list[str]], grid: dict[str, str]) -> None:
     """Precheck every stage: the first in full (every value of every axis); the others only along the
     axes they override, the rest of the grid being the same configurations already checked."""
+    firsts = {k: v.split(",")[0] for k, v in grid.items()}
     for i, argv in enumerate(argvs):
         keys = {a.split("=")[0].lstrip("+~") for a in argv}
         pinned = [f"{k}={v}" for k, v in firsts.items() if k not in keys] if i else []
@@ -44,8 +37,8 @@ def check_stages(argvs: list[list[str]], firsts: dict[str, str]) -> None:
 
 def stage_argv(experiment: str, scale: str, launcher: str, stage: str, overrides: list[str],
                sweep_dir: Path) -> list[str]:
-    argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"++tags.stage={stage}",
-            f"hydra.sweep.dir={sweep_dir}", *overrides]
+    argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"hydra.sweep.dir={sweep_dir}",
+            *stage_overrides(stage, overrides)]
     if launcher != "local":  # e.g. slurm = conf/hydra/launcher/slurm.yaml with the cluster profile
         argv.append(f"hydra/launcher={launcher}")
     return argv
@@ -83,11 +76,11 @@ def main() -> int:
     plan = []
     try:
         for experiment in experiments:
-            overrides, firsts = stages_and_grid(experiment, args.scale)
+            overrides, grid = stages_and_grid(experiment, args.scale)
             stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, extra,
                                          args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
                       for stage, extra in overrides.items()]
-            check_stages([argv for _, argv in stages], firsts)
+            check_stages([argv for _, argv in stages], grid)
             plan += [(experiment, stage, argv) for stage, argv in stages]
     except Exception as exc:  # composition and validation errors are the user's input
         print(f"error: {one_line(exc)}", file=sys.stderr)

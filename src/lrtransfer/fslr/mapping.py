@@ -3,7 +3,8 @@
 Width and init scale keep every parameter name, so values copy one to one.  For depth, tensors
 outside the residual blocks copy; the residuals of base block b map to the same residuals of the
 contiguous target blocks m·b … m·b+m−1 (m = target depth / base depth), each with base value / m,
-so that the copies of a block together move the function as much as the base block did.
+so that the copies of a block together move the function as much as the base block did
+(``split_depth=False``, the paper's ablation, gives every copy the whole base value).
 
 Residual ``blocks.{i}`` belongs to block i // k, where k residuals make one block (1 in the ResMLP,
 2 in the Transformer: attention then MLP); k is read off the base record as its residual count /
@@ -28,7 +29,8 @@ def residuals_per_block(base_names: Iterable[str], base_depth: int, label: str) 
 
 
 def map_base_record(base_series: Mapping[str, Sequence[float]], target_param_names: Iterable[str],
-                    base_depth: int, target_depth: int, label: str = "base record") -> dict[str, list[float]]:
+                    base_depth: int, target_depth: int, label: str = "base record",
+                    split_depth: bool = True) -> dict[str, list[float]]:
     """{target name: series} from a base record's series; ``label`` names the record in errors."""
     if base_depth < 1 or target_depth % base_depth:
         raise BaseRecordError(f"{label}: target depth {target_depth} is not an integer multiple of "
@@ -40,7 +42,8 @@ def map_base_record(base_series: Mapping[str, Sequence[float]], target_param_nam
         match = RESIDUAL_NAME.match(name)
         if match:
             block, position = divmod(int(match[1]), per_block)
-            source, share = f"blocks.{per_block * (block // copies) + position}.{match[2]}", copies
+            source = f"blocks.{per_block * (block // copies) + position}.{match[2]}"
+            share = copies if split_depth else 1
         else:
             source, share = name, 1
         if source not in base_series:

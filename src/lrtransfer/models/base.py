@@ -31,9 +31,11 @@ class ScalableModel(nn.Module):
         """(Re-)initialise every parameter and set every multiplier according to ``param``."""
         param = Parametrization(param) if isinstance(param, str) else param
         self.parametrization = param
+        branch_init = param.branch_init_scale(self.depth_mult, branch_scale)
         for module in self.modules():
             if isinstance(module, SpecModule):
-                module.apply_parametrization(param, init_scale)
+                in_block = any(spec.in_block for spec in module.specs.values())
+                module.apply_parametrization(param, init_scale * (branch_init if in_block else 1.0))
             elif isinstance(module, Residual):
                 module.branch_multiplier = param.branch_multiplier(self.depth_mult, branch_scale)
         return self

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import compose_experiment
+from ..experiment_plan import job_config_hashes
 from ..paths import PROJECT_DIR
 from ..tracking import client_for
 from . import cross, flerm
@@ -48,13 +49,16 @@ def tracking_target(experiment: str, scale: str) -> tuple[str, str]:
 
 def build_report(experiment: str, scale: str, root: Path) -> ExperimentReport:
     uri, name = tracking_target(experiment, scale)
-    runs = load_runs(uri, name, scale)
+    runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale))
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
     report.scale = scale
     if runs.failed:
-        report.notes.append(f"{runs.failed} run(s) FAILED or were killed; they are left out (see MLflow).")
+        report.notes.append(f"{runs.failed} configuration(s) only have runs that FAILED or were killed; "
+                            "they are left out (see MLflow).")
+    if runs.missing:
+        report.notes.append(f"{runs.missing} configuration(s) of the experiment have no run in MLflow yet.")
     write_experiment_report(report, out)
     if runs.parent_run_id:
         client_for(uri).log_artifacts(runs.parent_run_id, str(out), "report")

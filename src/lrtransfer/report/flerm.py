@@ -14,7 +14,9 @@ from .html import ExperimentReport, Figure
 from .runs import ExperimentRuns, RunRecord
 from .super_consistency import by_stage, depth, width
 
-GROUP_TITLES = {"sp": "SP", "flerm": "SP + FLeRM", "mup": "µP"}
+# Stages in panel order.
+GROUP_TITLES = {"sp": "SP", "flerm": "SP + FLeRM", "flerm_no_split": "FLeRM, no depth split (ablation)",
+                "mup": "µP"}
 
 
 def init_scale(r: RunRecord) -> float:
@@ -23,7 +25,7 @@ def init_scale(r: RunRecord) -> float:
 
 def transfer_figures(out: Path, stages: dict[str, list[RunRecord]], scale: Callable, label: str,
                      prefix: str = "") -> list[Figure]:
-    groups = {GROUP_TITLES.get(g, g): stages[g] for g in ("sp", "flerm", "mup") if stages.get(g)}
+    groups = {title: stages[g] for g, title in GROUP_TITLES.items() if stages.get(g)}
     heat = {}
     for title, rs in groups.items():
         scales, lrs = sorted({scale(r) for r in rs}), sorted({r.lr for r in rs})
@@ -73,7 +75,7 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims.append(verdict("B: FLeRM at the base model's best LR is near each width's best", "loss gap per width",
                           "≤ max(0.02, 2%)", measured, ok))
     return ExperimentReport("flerm_width", "", "FLeRM: width transfer of a ResMLP (criterion B)",
-                            "ResMLP (2 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
+                            "ResMLP (4 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
                             "function-space LRs (2 seeds, averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
                             "them; SP and µP for comparison.", transfer_figures(out, stages, width, "width"),
                             claims, len(runs.finished))
@@ -82,9 +84,17 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.finished)
     claims = shift_claims(stages, depth, "depth", 2, "C")
+    if stages.get("flerm_no_split"):
+        ablation = best_by(stages["flerm_no_split"], depth)
+        s_fl, s_ns = shift(best_by(stages.get("flerm", []), depth)), shift(ablation)
+        claims.append(verdict("C (ablation): without the /m depth split FLeRM's best LR moves more",
+                              f"shift without the split ({lr_table(ablation, 'depth')}) against FLeRM's ({fmt(s_fl)})",
+                              "|shift| ≥ FLeRM's |shift| + 1", fmt(s_ns),
+                              None if s_ns is None or s_fl is None else abs(s_ns) >= abs(s_fl) + 1))
     return ExperimentReport("flerm_depth", "", "FLeRM: depth transfer of a ResMLP (criterion C)",
-                            "ResMLP of width 64 with 1/√(L/L_base) residual branches on mnist1d, Adam; the 2-block "
-                            "base records; deeper models split each base block's target over the blocks replacing it.",
+                            "ResMLP on mnist1d whose residual-branch weights are initialised ×1/√(L/L_base), with no "
+                            "forward multiplier (the FLeRM paper's ResMLP baseline), Adam; the base-depth model records; "
+                            "deeper models split each base block's target over the blocks replacing it.",
                             transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished))
 
 

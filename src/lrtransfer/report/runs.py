@@ -49,24 +49,29 @@ class RunRecord:
 @dataclass
 class ExperimentRuns:
     finished: list[RunRecord]
-    failed: int  # runs that ended FAILED or KILLED (left out of every figure and claim)
+    failed: int  # configurations whose runs all ended FAILED or KILLED (left out of every figure and claim)
+    missing: int  # configurations with no run at all
     parent_run_id: str | None  # the latest sweep of this experiment and scale: where the report goes
 
 
-def load_runs(uri: str, experiment: str, scale: str) -> ExperimentRuns:
-    """Finished runs of ``experiment`` at ``scale``; of several runs with one config hash, the latest."""
+def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = None) -> ExperimentRuns:
+    """Finished runs of ``experiment`` at ``scale``, the latest of each configuration hash; with ``hashes``
+    (the experiment's jobs as configured now) only those, so runs of earlier settings are left out."""
     client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return ExperimentRuns([], 0, None)
+        return ExperimentRuns([], 0, len(hashes or ()), None)
     runs = client.search_runs([exp.experiment_id], filter_string=f"tags.scale = '{scale}'", max_results=50000,
                               order_by=["attributes.start_time DESC"])
     parents = [r for r in runs if r.data.tags.get("sweep") == "true"]
-    jobs = [r for r in runs if r.data.tags.get("sweep") != "true"]
+    jobs = [r for r in runs if r.data.tags.get("sweep") != "true"
+            and (hashes is None or r.data.tags.get("config_hash") in hashes)]
     latest: dict[str, RunRecord] = {}
     for r in jobs:
         key = r.data.tags.get("config_hash", r.info.run_id)
         if r.info.status == "FINISHED" and key not in latest:
             latest[key] = RunRecord(r.info.run_id, dict(r.data.tags), dict(r.data.metrics), client)
-    failed = sum(r.info.status in ("FAILED", "KILLED") for r in jobs)
-    return ExperimentRuns(list(latest.values()), failed, parents[0].info.run_id if parents else None)
+    failed = {r.data.tags.get("config_hash", r.info.run_id) for r in jobs
+              if r.info.status in ("FAILED", "KILLED")} - set(latest)
+    missing = len(hashes - set(latest) - failed) if hashes is not None else 0
+    return ExperimentRuns(list(latest.values()), len(failed), missing, parents[0].info.run_id if parents else None)
