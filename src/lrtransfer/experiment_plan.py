@@ -38,14 +38,14 @@ def _sweep(key: str, values: str) -> list:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def job_config_hashes(experiment: str, scale: str) -> set[str]:
-    """The configuration hash of every job that running ``experiment``'s stages at ``scale`` launches.
+def stage_config_hashes(experiment: str, scale: str) -> dict[str, set[str]]:
+    """{stage: the configuration hash of every job it launches} for ``experiment``'s stages at ``scale``.
 
     One composition per stage and value of a config-group axis (e.g. ``param=sp,mup``); the other axes
     are set on a copy, as Hydra sets command-line values on the composed configuration.
     """
     stages, grid = stages_and_grid(experiment, scale)
-    hashes = set()
+    hashes: dict[str, set[str]] = {}
     for stage, overrides in stages.items():
         pinned = [o for o in overrides if "," not in o]
         axes = {**grid, **dict(o.split("=", 1) for o in overrides if "," in o)}
@@ -53,6 +53,7 @@ def job_config_hashes(experiment: str, scale: str) -> set[str]:
             axes.pop(key, None)
         groups = {k: _sweep(k, v) for k, v in axes.items() if "." not in k}
         values = {k: _sweep(k, v) for k, v in axes.items() if "." in k}
+        hashes[stage] = set()
         for group_point in itertools.product(*groups.values()):
             chosen = [f"{k}={v}" for k, v in zip(groups, group_point)]
             base = compose_experiment(experiment, scale, *stage_overrides(stage, pinned), *chosen)
@@ -60,5 +61,10 @@ def job_config_hashes(experiment: str, scale: str) -> set[str]:
                 cfg = copy.deepcopy(base)
                 for key, value in zip(values, point):
                     OmegaConf.update(cfg, key, value, merge=True)
-                hashes.add(config_hash(cfg))
+                hashes[stage].add(config_hash(cfg))
     return hashes
+
+
+def job_config_hashes(experiment: str, scale: str) -> set[str]:
+    """The configuration hash of every job that running ``experiment``'s stages at ``scale`` launches."""
+    return set().union(*stage_config_hashes(experiment, scale).values())

@@ -5,7 +5,8 @@ Usage: python -m lrtransfer.reproduce --scale small --launcher local --experimen
 An experiment's ``stages`` (conf/experiment/<name>.yaml) run in order, each a Hydra multirun over the
 experiment's grid with the stage's overrides on top, so FLeRM's base records exist before the runs
 that read them.  Jobs run with ``reuse=true``: a rerun takes finished runs from MLflow instead of
-training them again.  Every stage of every experiment is composed and checked before anything runs.
+training them again, and a stage whose every job (by configuration hash) has a finished run is not
+launched at all.  Every stage of every experiment is composed and checked before anything runs.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from pathlib import Path
 from . import train
 from .config import register_configs
 from .errors import one_line
-from .experiment_plan import stage_overrides, stages_and_grid
+from .experiment_plan import stage_config_hashes, stage_overrides, stages_and_grid
 from .paths import CONF_DIR, PROJECT_DIR
 from .precheck import precheck
-from .report.__main__ import SUITE, build_reports
+from .report.__main__ import SUITE, build_reports, tracking_target
+from .tracking import finished_config_hashes
 
 
 def check_stages(argvs: list[list[str]], grid: dict[str, str]) -> None:
@@ -81,14 +83,19 @@ def main() -> int:
                                          args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
                       for stage, extra in overrides.items()]
             check_stages([argv for _, argv in stages], grid)
-            plan += [(experiment, stage, argv) for stage, argv in stages]
+            hashes = stage_config_hashes(experiment, args.scale)
+            target = tracking_target(experiment, args.scale)
+            plan += [(experiment, stage, argv, hashes[stage], target) for stage, argv in stages]
     except Exception as exc:  # composition and validation errors are the user's input
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
     status, started = 0, time.time()
-    for i, (experiment, stage, argv) in enumerate(plan, 1):
+    for i, (experiment, stage, argv, hashes, target) in enumerate(plan, 1):
         print(f"\n== [{i}/{len(plan)}] {experiment}: stage {stage} ({time.time() - started:.0f} s elapsed)", flush=True)
+        if hashes <= finished_config_hashes(*target):
+            print(f"all {len(hashes)} jobs REUSED: MLflow has a finished run of each configuration", flush=True)
+            continue
         print("$ python -m lrtransfer.train " + " ".join(argv), flush=True)
         status |= run_stage(argv)
     print(f"\nsweeps finished in {time.time() - started:.0f} s; building reports", flush=True)

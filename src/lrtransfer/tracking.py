@@ -182,6 +182,16 @@ def find_finished_run(uri: str, experiment: str, config_hash: str):
     return runs[0] if runs else None
 
 
+def finished_config_hashes(uri: str, experiment: str) -> set[str]:
+    """Config hashes of every FINISHED run (diverged ones included) of ``experiment``; empty if it has none."""
+    client = client_for(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return set()
+    runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=50000)
+    return {r.data.tags["config_hash"] for r in runs if "config_hash" in r.data.tags}
+
+
 def child_runs(client, parent_run_id: str) -> list:
     exp_id = client.get_run(parent_run_id).info.experiment_id
     return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
