@@ -75,7 +75,7 @@ def main() -> int:
         print(f"error: experiment={unknown[0]!r} has no file conf/experiment/{unknown[0]}.yaml", file=sys.stderr)
         return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    plan = []
+    plan, planned = [], {}
     try:
         for experiment in experiments:
             overrides, grid = stages_and_grid(experiment, args.scale)
@@ -84,6 +84,7 @@ def main() -> int:
                       for stage, extra in overrides.items()]
             check_stages([argv for _, argv in stages], grid)
             hashes = stage_config_hashes(experiment, args.scale)
+            planned[experiment] = set().union(*hashes.values())
             target = tracking_target(experiment, args.scale)
             plan += [(experiment, stage, argv, hashes[stage], target) for stage, argv in stages]
     except Exception as exc:  # composition and validation errors are the user's input
@@ -99,7 +100,7 @@ def main() -> int:
         print("$ python -m lrtransfer.train " + " ".join(argv), flush=True)
         status |= run_stage(argv)
     print(f"\nsweeps finished in {time.time() - started:.0f} s; building reports", flush=True)
-    failed_claims = build_reports(experiments, args.scale, args.reports)
+    failed_claims = build_reports(experiments, args.scale, args.reports, planned)
     print(f"\nreproduce finished in {time.time() - started:.0f} s; reports in {args.reports / 'index.html'}")
     return 1 if status else 0 if args.scale == "smoke" or not failed_claims else 3
 

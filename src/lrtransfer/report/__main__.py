@@ -47,9 +47,10 @@ def tracking_target(experiment: str, scale: str) -> tuple[str, str]:
     return cfg.tracking.uri, cfg.tracking.experiment
 
 
-def build_report(experiment: str, scale: str, root: Path) -> ExperimentReport:
+def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | None = None) -> ExperimentReport:
+    """``hashes``: the experiment's planned job config hashes, if the caller has them already."""
     uri, name = tracking_target(experiment, scale)
-    runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale))
+    runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale) if hashes is None else hashes)
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
@@ -72,14 +73,17 @@ def earlier_reports(root: Path, scale: str, skip: set[str]) -> list[ExperimentRe
     return [r for r in found if r.scale == scale and r.experiment in EXPERIMENTS]
 
 
-def build_reports(experiments: list[str], scale: str, root: Path) -> int:
-    """Write every report and the index, print the claims; returns the number of hard FAILs."""
+def build_reports(experiments: list[str], scale: str, root: Path,
+                  planned: dict[str, set[str]] | None = None) -> int:
+    """Write every report and the index, print the claims; returns the number of hard FAILs.
+
+    ``planned``: {experiment: its planned job config hashes}, where the caller computed them already."""
     reports = []
     for experiment in experiments:
         if experiment not in EXPERIMENTS:
             print(f"warning: no report for experiment={experiment!r}", file=sys.stderr)
             continue
-        reports.append(build_report(experiment, scale, root))
+        reports.append(build_report(experiment, scale, root, (planned or {}).get(experiment)))
     indexed = reports + earlier_reports(root, scale, {r.experiment for r in reports})
     write_index(sorted(indexed, key=lambda r: list(EXPERIMENTS).index(r.experiment)), root)
     print(f"\nclaims at scale={scale}:")
