@@ -38,13 +38,14 @@ def _sweep(key: str, values: str) -> list:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def stage_config_hashes(experiment: str, scale: str) -> dict[str, set[str]]:
-    """{stage: the configuration hash of every job it launches} for ``experiment``'s stages at ``scale``.
+def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]],
+                        grid: dict[str, str]) -> dict[str, set[str]]:
+    """{stage: the configuration hash of every job it launches}, for ``experiment``'s ``stages`` and ``grid``
+    at ``scale`` (as :func:`stages_and_grid` returns them).
 
     One composition per stage and value of a config-group axis (e.g. ``param=sp,mup``); the other axes
     are set on a copy, as Hydra sets command-line values on the composed configuration.
     """
-    stages, grid = stages_and_grid(experiment, scale)
     hashes: dict[str, set[str]] = {}
     for stage, overrides in stages.items():
         pinned = [o for o in overrides if "," not in o]
@@ -67,4 +68,4 @@ def stage_config_hashes(experiment: str, scale: str) -> dict[str, set[str]]:
 
 def job_config_hashes(experiment: str, scale: str) -> set[str]:
     """The configuration hash of every job that running ``experiment``'s stages at ``scale`` launches."""
-    return set().union(*stage_config_hashes(experiment, scale).values())
+    return set().union(*stage_config_hashes(experiment, scale, *stages_and_grid(experiment, scale)).values())

@@ -83,7 +83,7 @@ def main() -> int:
                                          args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
                       for stage, extra in overrides.items()]
             check_stages([argv for _, argv in stages], grid)
-            hashes = stage_config_hashes(experiment, args.scale)
+            hashes = stage_config_hashes(experiment, args.scale, overrides, grid)
             planned[experiment] = set().union(*hashes.values())
             target = tracking_target(experiment, args.scale)
             plan += [(experiment, stage, argv, hashes[stage], target) for stage, argv in stages]
