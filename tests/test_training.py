@@ -92,6 +92,30 @@ def test_sweep_goes_on_past_diverged_and_failed_jobs(tracking_uri, tmp_path):
     assert "dataset 'cifar10' is not available" in r.stderr
 
 
+@pytest.mark.parametrize("sweeper, compositions", [("basic", 4), ("prechecked", 2)])
+def test_prechecked_sweeper_composes_each_job_once(sweeper, compositions, tracking_uri, tmp_path, monkeypatch):
+    """reproduce launches its prechecked stages with hydra/sweeper=prechecked: one composition per job,
+    where Hydra's basic sweeper composes every job twice (to validate the batch, then to launch it)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    from lrtransfer import train
+
+    compose, calls = ConfigLoaderImpl.load_sweep_config, []
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", lambda *a, **k: calls.append(1) or compose(*a, **k))
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    try:
+        train.main(["-m", "scale=smoke", f"tracking.uri={tracking_uri}", "tracking.experiment=sweeper",
+                    f"data.cache_dir={tmp_path}/cache", "train.steps=3", "optim.lr=0.001,0.002",
+                    f"hydra/sweeper={sweeper}", f"hydra.sweep.dir={tmp_path}/sweep"], checked=True)
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    client = mlflow_client(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("sweeper").experiment_id])
+    jobs = sorted((r.data.tags["lr"], r.info.status) for r in runs if r.data.tags.get("sweep") != "true")
+    assert jobs == [("0.001", "FINISHED"), ("0.002", "FINISHED")]
+    assert len(calls) == compositions
+
+
 def test_resume_after_kill_continues_the_same_run(tracking_uri, tmp_path):
     common = ["scale=smoke", "model.width=16", "model.depth=1", "train.steps=3000", "train.batch_size=16",
               "train.eval_every=500", "train.final_window=20", "train.checkpoint_every=200",

@@ -39,8 +39,10 @@ def check_stages(argvs: list[list[str]], grid: dict[str, str]) -> None:
 
 def stage_argv(experiment: str, scale: str, launcher: str, stage: str, overrides: list[str],
                sweep_dir: Path) -> list[str]:
+    # Every stage was composed and checked by check_stages: the prechecked sweeper does not compose
+    # each job a second time before launching it.
     argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"hydra.sweep.dir={sweep_dir}",
-            *stage_overrides(stage, overrides)]
+            "hydra/sweeper=prechecked", *stage_overrides(stage, overrides)]
     if launcher != "local":  # e.g. slurm = conf/hydra/launcher/slurm.yaml with the cluster profile
         argv.append(f"hydra/launcher={launcher}")
     return argv
