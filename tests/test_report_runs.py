@@ -6,7 +6,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from lrtransfer.report.runs import load_runs
+from lrtransfer.report.runs import SeedMean, load_runs, merge_seeds
 
 
 def make_run(client, exp_id, status, **tags):
@@ -34,3 +34,34 @@ def test_only_planned_configurations_latest_run_each(tmp_path):
     unplanned = load_runs(uri, "exp", "small")
     assert {r.tags["config_hash"] for r in unplanned.finished} == {"a", "stale"}
     assert load_runs(uri, "nothing", "small", {"a"}).missing == 1
+
+
+def test_seeds_of_one_configuration_are_read_as_their_mean(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("exp", artifact_location=str(tmp_path / "artifacts"))
+    config = dict(stage="mup", width="32", lr="0.5")
+
+    def run(seed, diverged, loss, sharpness, **tags):
+        tags = {**config, **tags, "seed": str(seed), "diverged": "true" if diverged else "false"}
+        run_id = make_run(client, exp_id, "FINISHED", **tags, config_hash=str(sorted(tags.items())))
+        client.log_metric(run_id, "final/train_loss", loss)
+        for step, value in sharpness:
+            client.log_metric(run_id, "sharp", value, step=step)
+
+    run(0, False, 1.0, [(0, 1.0), (10, 3.0), (20, 5.0)])
+    run(1, False, 2.0, [(0, 2.0), (10, 5.0)])  # measured one checkpoint fewer
+    run(0, False, 1.0, [(0, 1.0), (10, 2.0)], lr="1.0")
+    run(1, True, 10.0, [(0, 9.0)], lr="1.0")  # a diverged seed: its capped loss counts, its curve does not
+    run(0, False, 4.0, [(0, 4.0)], width="64")  # a lone seed stays itself
+
+    merged = {(r.tag("width"), r.lr): r for r in merge_seeds(load_runs(uri, "exp", "small").finished)}
+    assert sorted(merged) == [(32, 0.5), (32, 1.0), (64, 0.5)]
+    two, diverging, lone = merged[(32, 0.5)], merged[(32, 1.0)], merged[(64, 0.5)]
+    assert isinstance(two, SeedMean) and "seed" not in two.tags and two.stage == "mup"
+    assert (two.final_loss, two.diverged) == (1.5, False)
+    steps, values = two.history("sharp")
+    assert steps.tolist() == [0, 10] and values.tolist() == [1.5, 4.0]
+    assert (diverging.final_loss, diverging.diverged) == (5.5, True)
+    assert diverging.history("sharp")[1].tolist() == [1.0, 2.0]
+    assert not isinstance(lone, SeedMean) and lone.final_loss == 4.0

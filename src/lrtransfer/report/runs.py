@@ -46,6 +46,48 @@ class RunRecord:
         return self._histories[key]
 
 
+# Tags that name a configuration apart from its seed: runs equal in all of them are seeds of one configuration.
+CONFIGURATION_TAGS = ("stage", "model", "param", "optim", "data", "width", "depth", "lr", "init_scale", "fslr_mode",
+                      "norm")
+
+
+class SeedMean(RunRecord):
+    """Several seeds of one configuration seen as one run, as the notes' 2-seed criteria read them.
+
+    The final loss is the seeds' mean (a diverged seed counts with its capped loss); the configuration
+    counts as diverged if any seed diverged; a history is the mean over the seeds that did not diverge
+    (all of them if every seed did), at the steps each of those logged.
+    """
+
+    def __init__(self, seeds: list[RunRecord]):
+        first = seeds[0]
+        super().__init__(first.run_id, {k: v for k, v in first.tags.items() if k != "seed"}, {}, first.client)
+        self.seeds = seeds
+
+    @property
+    def diverged(self) -> bool:
+        return any(r.diverged for r in self.seeds)
+
+    @property
+    def final_loss(self) -> float:
+        return float(np.mean([r.final_loss for r in self.seeds]))
+
+    def history(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        kept = [r for r in self.seeds if not r.diverged] or self.seeds
+        series = [r.history(key) for r in kept]
+        steps = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in series))), dtype=int)
+        return steps, np.array([np.mean([v[np.searchsorted(s, t)] for s, v in series]) for t in steps], dtype=float)
+
+
+def merge_seeds(runs: list[RunRecord]) -> list[RunRecord]:
+    """One record per configuration: a lone run as it is, several seeds as their :class:`SeedMean`."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r.tags.get(k) for k in CONFIGURATION_TAGS), []).append(r)
+    return [rs[0] if len(rs) == 1 else SeedMean(sorted(rs, key=lambda r: r.tags.get("seed", "")))
+            for rs in groups.values()]
+
+
 @dataclass
 class ExperimentRuns:
     finished: list[RunRecord]
