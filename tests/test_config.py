@@ -7,7 +7,8 @@ import pytest
 from lrtransfer.config import validate
 from lrtransfer.data import load_data
 from lrtransfer.paths import CONF_DIR
-from lrtransfer.experiment_plan import stages_and_grid
+from lrtransfer.errors import one_line
+from lrtransfer.experiment_plan import stage_config_hashes, stages_and_grid
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
@@ -62,6 +63,16 @@ def test_scale_specific_files_change_the_grid():
     (smoke, _), (small, _) = stages_and_grid("sc_width", "smoke"), stages_and_grid("sc_width", "small")
     assert list(smoke) == list(small) == ["mup", "ntp", "sp"]
     assert smoke["ntp"] != small["ntp"]
+
+
+@pytest.mark.parametrize("stage, message", [(["param=mup", "optim.lr=0.25,0"], "optim.lr=0.0: must be positive"),
+                                            (["param=mup", "model.width=16,wide"], "model.width: Value 'wide'")])
+def test_planning_validates_every_job(stage, message):
+    """reproduce relies on the plan alone to check each job before any sweep starts."""
+    _, grid = stages_and_grid("sc_width", "smoke")
+    with pytest.raises(Exception) as bad:
+        stage_config_hashes("sc_width", "smoke", {"mup": stage}, grid)
+    assert message in one_line(bad.value)
 
 
 BAD = {

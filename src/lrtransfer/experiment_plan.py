@@ -14,7 +14,7 @@ import itertools
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from .config import compose_experiment
+from .config import compose_experiment, validate
 from .trainer import config_hash
 
 
@@ -44,7 +44,8 @@ def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]
     at ``scale`` (as :func:`stages_and_grid` returns them).
 
     One composition per stage and value of a config-group axis (e.g. ``param=sp,mup``); the other axes
-    are set on a copy, as Hydra sets command-line values on the composed configuration.
+    are set on a copy, as Hydra sets command-line values on the composed configuration.  Every job's
+    configuration is validated on the way: a bad value raises before anything runs, naming it.
     """
     hashes: dict[str, set[str]] = {}
     for stage, overrides in stages.items():
@@ -62,6 +63,7 @@ def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]
                 cfg = copy.deepcopy(base)
                 for key, value in zip(values, point):
                     OmegaConf.update(cfg, key, value, merge=True)
+                validate(cfg)
                 hashes[stage].add(config_hash(cfg))
     return hashes
 

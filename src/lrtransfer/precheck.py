@@ -63,7 +63,7 @@ def precheck(argv: list[str], config_name: str = "config") -> None:
         return
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        first = compose(config_name, overrides=[_first_value(o) for o in overrides], return_hydra_config=True)
+        first = compose(config_name, overrides=[first_value(o) for o in overrides], return_hydra_config=True)
         sweep_params = dict(first.hydra.sweeper.get("params") or {}) if multirun else {}
         variants = _variants(overrides, sweep_params) if multirun else [overrides]
         for variant in variants:
@@ -72,7 +72,7 @@ def precheck(argv: list[str], config_name: str = "config") -> None:
     check_tracking_uri(OmegaConf.select(first, "tracking.uri"))
 
 
-def _first_value(override: str) -> str:
+def first_value(override: str) -> str:
     """`k=a,b` -> `k=a` so that the sweep's base composes (Hydra's compose rejects sweeps)."""
     parsed = OverridesParser.create().parse_overrides([override])[0]
     if not parsed.is_sweep_override():

@@ -6,7 +6,7 @@ An experiment's ``stages`` (conf/experiment/<name>.yaml) run in order, each a Hy
 experiment's grid with the stage's overrides on top, so FLeRM's base records exist before the runs
 that read them.  Jobs run with ``reuse=true``: a rerun takes finished runs from MLflow instead of
 training them again, and a stage whose every job (by configuration hash) has a finished run is not
-launched at all.  Every stage of every experiment is composed and checked before anything runs.
+launched at all.  Every job of every experiment is composed and validated before anything runs.
 """
 
 from __future__ import annotations
@@ -22,24 +22,20 @@ from .config import register_configs
 from .errors import one_line
 from .experiment_plan import stage_config_hashes, stage_overrides, stages_and_grid
 from .paths import CONF_DIR, PROJECT_DIR
-from .precheck import precheck
+from .precheck import first_value, precheck
 from .report.__main__ import SUITE, build_reports, tracking_target
 from .tracking import finished_config_hashes
 
 
-def check_stages(argvs: list[list[str]], grid: dict[str, str]) -> None:
-    """Precheck every stage: the first in full (every value of every axis); the others only along the
-    axes they override, the rest of the grid being the same configurations already checked."""
-    firsts = {k: v.split(",")[0] for k, v in grid.items()}
-    for i, argv in enumerate(argvs):
-        keys = {a.split("=")[0].lstrip("+~") for a in argv}
-        pinned = [f"{k}={v}" for k, v in firsts.items() if k not in keys] if i else []
-        precheck(argv + pinned)
+def check_launch(first_stage_argv: list[str]) -> None:
+    """Hydra's side of an experiment's sweeps (launcher, sweeper) and the tracking server, checked on the
+    first job of its first stage; every job's own configuration is validated by ``stage_config_hashes``."""
+    precheck([first_value(a) for a in first_stage_argv if a != "-m"])
 
 
 def stage_argv(experiment: str, scale: str, launcher: str, stage: str, overrides: list[str],
                sweep_dir: Path) -> list[str]:
-    # Every stage was composed and checked by check_stages: the prechecked sweeper does not compose
+    # Every job was composed and validated while planning: the prechecked sweeper does not compose
     # each job a second time before launching it.
     argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"hydra.sweep.dir={sweep_dir}",
             "hydra/sweeper=prechecked", *stage_overrides(stage, overrides)]
@@ -84,8 +80,8 @@ def main() -> int:
             stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, extra,
                                          args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
                       for stage, extra in overrides.items()]
-            check_stages([argv for _, argv in stages], grid)
-            hashes = stage_config_hashes(experiment, args.scale, overrides, grid)
+            check_launch(stages[0][1])
+            hashes = stage_config_hashes(experiment, args.scale, overrides, grid)  # validates every job
             planned[experiment] = set().union(*hashes.values())
             target = tracking_target(experiment, args.scale)
             plan += [(experiment, stage, argv, hashes[stage], target) for stage, argv in stages]
