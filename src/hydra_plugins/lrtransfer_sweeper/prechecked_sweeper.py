@@ -1,9 +1,9 @@
 """``hydra/sweeper=prechecked``: Hydra's basic sweeper without its per-batch validation.
 
 The basic sweeper composes every job of a batch to validate it, and the launcher then composes each
-job again: about 0.2 s a job twice over.  ``lrtransfer.reproduce`` composes and checks every stage
-(and predicts every job's config hash) before any sweep starts, so it launches its stages with this
-sweeper and pays for one composition per job.  A job whose overrides do not compose still fails, in
+job again: about 0.2 s a job twice over.  ``lrtransfer.reproduce`` validates every job's configuration
+while it plans (``experiment_plan.stage_config_hashes``), before any sweep starts, so it launches its
+stages with this sweeper and pays for one composition per job.  A job whose overrides do not compose still fails, in
 the launcher, and ``reproduce`` records that stage as failed and goes on.
 """
 

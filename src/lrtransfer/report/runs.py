@@ -56,7 +56,7 @@ class SeedMean(RunRecord):
 
     The final loss is the seeds' mean (a diverged seed counts with its capped loss); the configuration
     counts as diverged if any seed diverged; a history is the mean over the seeds that did not diverge
-    (all of them if every seed did), at the steps each of those logged.
+    (all of them if every seed did), at the steps all of those logged.
     """
 
     def __init__(self, seeds: list[RunRecord]):
