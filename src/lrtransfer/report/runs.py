@@ -46,6 +46,13 @@ class RunRecord:
         return self._histories[key]
 
 
+def aligned(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(the steps every one of several (steps, values) histories logged, values[history, step] there)."""
+    steps = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in series))), dtype=int)
+    values = [[v[np.searchsorted(s, t)] for t in steps] for s, v in series]
+    return steps, np.array(values, dtype=float).reshape(len(series), len(steps))
+
+
 # Tags that name a configuration apart from its seed: runs equal in all of them are seeds of one configuration.
 CONFIGURATION_TAGS = ("stage", "model", "param", "optim", "data", "width", "depth", "lr", "init_scale", "fslr_mode",
                       "norm")
@@ -74,9 +81,8 @@ class SeedMean(RunRecord):
 
     def history(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         kept = [r for r in self.seeds if not r.diverged] or self.seeds
-        series = [r.history(key) for r in kept]
-        steps = np.array(sorted(set.intersection(*(set(s.tolist()) for s, _ in series))), dtype=int)
-        return steps, np.array([np.mean([v[np.searchsorted(s, t)] for s, v in series]) for t in steps], dtype=float)
+        steps, values = aligned([r.history(key) for r in kept])
+        return steps, values.mean(axis=0)
 
 
 def merge_seeds(runs: list[RunRecord]) -> list[RunRecord]:

@@ -10,7 +10,7 @@ import numpy as np
 from . import figures
 from .claims import best_by, common_optimum, cv, fmt, lr_table, shift, spread, verdict
 from .html import ExperimentReport, Figure
-from .runs import ExperimentRuns, RunRecord, merge_seeds
+from .runs import ExperimentRuns, RunRecord, aligned, merge_seeds
 
 SHARP = "hessian/sharpness_rescaled"
 
@@ -40,8 +40,8 @@ def cv_by_checkpoint(runs: list[RunRecord], key: str) -> tuple[np.ndarray, np.nd
     series = [s for s in series if len(s[0])]
     if len(series) < 2:
         return np.array([]), np.array([])
-    steps = np.array(sorted(set.intersection(*(set(s[0].tolist()) for s in series))))
-    return steps, np.array([cv(float(v[list(s).index(t)]) for s, v in series) for t in steps])
+    steps, values = aligned(series)
+    return steps, np.array([cv(column) for column in values.T])
 
 
 def cv_over_time(runs: list[RunRecord], key: str, skip: float = 0.1) -> float:
