@@ -6,14 +6,18 @@
      - double backward rebuilding the graph for every product,
      - torch.func forward-over-reverse, jvp(grad(loss)), recomputing the forward for every product.
    Variants are timed alternately (min over repeats), so load on the machine hits all of them alike.
-2. The top Hessian eigenvalue of that ResMLP at initialisation and after 100 Adam steps: HVPs, seconds
-   and relative error against a converged float64 reference, for our Lanczos and for PyHessian 0.1
+2. The top Hessian eigenvalue of that ResMLP at initialisation, after 100 Adam steps and after SGD training
+   (where Super Consistency measures it: the spectrum's top crowds as the sharpness reaches 2/η): HVPs,
+   seconds and relative error against a converged float64 reference, for our Lanczos and for PyHessian 0.1
    (power iteration), each over a sweep of its own stopping tolerance; "at equal accuracy" compares the
    loosest tolerance of each sweep whose error is within 1e-3.  Seconds include building the graph.
    PyHessian is optional (pip install pyhessian==0.1); without it its rows are skipped.
 3. The cost of measuring the top Hessian eigenvalue every 50 steps during training (Lanczos, warm-started,
    default and a looser tol, on a fixed batch of 256 or 1024 examples): the trainer's own loop (SGD, MLflow
    logging) with and without the SpectraHook, alternating.
+4. How loose the Lanczos tolerance can be during training: along sc_width's SGD trajectories (ResMLP depth 2
+   on mnist1d, batch 32, 800 steps, measured every 64 steps on 256 examples), the rescaled sharpness at
+   each tolerance, warm-started as the SpectraMonitor does and from a fresh random vector, against float64.
 
 Usage: python scripts/bench_spectra.py [--repeats 5] [--device cpu|cuda]
 """
@@ -35,8 +39,9 @@ from lrtransfer.data import default_cache_dir, load_mnist1d, load_shakespeare
 from lrtransfer.measurements import SpectraHook
 from lrtransfer.models import ResMLP, Transformer
 from lrtransfer.optim import build_optimizer
-from lrtransfer.spectra import Operator, SpectraSettings, SpectraStats, curvature, top_eigenpairs, \
-    top_hessian_eigenvalues
+from lrtransfer.parametrization import Parametrization
+from lrtransfer.spectra import Operator, SpectraMonitor, SpectraSettings, SpectraStats, curvature, lr_multipliers, \
+    top_eigenpairs, top_hessian_eigenvalues
 from lrtransfer.tracking import RunTracker
 from lrtransfer.trainer import LoopSettings, TrainState, train_loop, train_step
 
@@ -44,6 +49,7 @@ TARGET = 1e-3  # relative accuracy of the top eigenvalue
 OURS, PYHESSIAN = "Lanczos (ours)", "PyHessian 0.1"
 WIDTH, DEPTH, BATCH = 512, 4, 1024
 ADAM_STEPS, ADAM_LR, TRAIN_BATCH = 100, 1e-3, 128  # `make reproduce`'s optimizer and batch; crowds the spectrum
+SGD_STATES = ((0.1, 300), (0.05, 500))  # (lr, steps): approaching, then past, η·λ1 = 2 on the measurement batch
 LANCZOS_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, None)  # None: the default, √eps of float32
 PYHESSIAN_TOLS = (1e-3, 3e-4, 1e-4, 3e-5, 1e-5)  # 1e-3 is its default; float32 noise makes tighter ones unreliable
 PYHESSIAN_MAX_ITER = 1000  # not its default 100, so that its tolerance, not the cap, decides when it stops
@@ -51,7 +57,10 @@ SEEDS = range(5)  # start vectors for the stopping-rule-free comparison
 LANCZOS_PROBE_ITER = 30  # products recorded to find where Lanczos first comes within TARGET
 EVERY, SGD_STEPS, SGD_LR = 50, 300, 0.01  # training-overhead runs: SP ResMLP, SGD, batch TRAIN_BATCH
 MEASURE_BATCHES = (256, 1024)
-MEASURE_TOLS = (None, 1e-2)  # the default, and a looser one still within TARGET in section 2's sweeps
+MEASURE_TOLS = (None, 3e-3)  # the default, and the loosest one section 4 finds reliable along training
+TRAJECTORIES = (("mup", 32, 0.25), ("mup", 128, 0.5), ("mup", 512, 0.25), ("ntp", 32, 4.0))  # sc_width's optima, 2×
+TRAJECTORY_STEPS, TRAJECTORY_BATCH, TRAJECTORY_EVERY = 800, 32, 64
+TRAJECTORY_TOLS = (1e-2, 3e-3, 1e-3, None)
 
 
 def mnist1d(device):
@@ -263,8 +272,9 @@ def cheapest_within_target(rows: dict) -> tuple | None:
     return next((key for key, (_, error) in rows.items() if error <= TARGET), None)
 
 
-def solver_costs(state, model, loss_fn, x, y, repeats, device, pyhessian) -> dict:
-    """Prints the sweep table of one model state; returns {method: (HVPs, seconds)} at equal accuracy."""
+def solver_costs(state, model, loss_fn, x, y, repeats, device, pyhessian, lr=None) -> dict:
+    """Prints the sweep table of one model state (with η·λ1 when it was trained by SGD at ``lr``);
+    returns {method: (HVPs, seconds)} at equal accuracy."""
     top, second = reference_eigenvalues(model, loss_fn, x, y)
     runs = {(OURS, f"residual ≤ {sci(tol)}·λ" if tol else "default: residual ≤ √eps·λ"):
             (lanczos_top, tol) for tol in LANCZOS_TOLS}
@@ -278,7 +288,8 @@ def solver_costs(state, model, loss_fn, x, y, repeats, device, pyhessian) -> dic
     times = min_seconds({key: partial(solve, model, loss_fn, x, y, tol) for key, (solve, tol) in runs.items()},
                         repeats, device)
     print(f"Top Hessian eigenvalue, ResMLP w{WIDTH} d{DEPTH} SP, {BATCH} mnist1d examples, {state}: "
-          f"λ1 = {top:.5g}, λ2/λ1 = {second / top:.3f} (float64 reference)\n")
+          f"λ1 = {top:.5g}" + (f", η·λ1 = {lr * top:.2f}" if lr else "")
+          + f", λ2/λ1 = {second / top:.3f} (float64 reference)\n")
     print("| method | stopping rule | HVPs | ms | relative error |")
     print("| --- | --- | ---: | ---: | ---: |")
     for (method, rule), (hvps, error) in rows.items():
@@ -305,13 +316,15 @@ def stopping_rule_free(model, loss_fn, x, y, reference, pyhessian):
           f"{SEEDS.start}–{SEEDS.stop - 1}: " + "; ".join(f"{n} {c}" for n, c in counts.items()) + ".\n")
 
 
-def train_briefly(model, data, steps, lr):
-    """Adam on random minibatches, as `make reproduce` trains."""
-    optimizer = build_optimizer(model, "adam", lr)
+def trained(model, data, optimizer_name, lr, steps):
+    """A copy of ``model`` after ``steps`` steps on random minibatches of TRAIN_BATCH."""
+    model = copy.deepcopy(model)
+    optimizer = build_optimizer(model, optimizer_name, lr)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):
         train_step(model, optimizer, data.loss, *data.batch(gen, TRAIN_BATCH))
     optimizer.zero_grad(set_to_none=True)
+    return model
 
 
 # 3. Measuring during training
@@ -355,6 +368,62 @@ def measurement_overhead(data, width, depth, repeats, device, tracker) -> dict:
     return overheads
 
 
+# 4. The Lanczos tolerance along training
+
+
+def sc_width_checkpoints(data, param, width, lr, device):
+    """sc_width's ResMLP (depth 2, base width 32, zero readout) trained by SGD; yields (step, model, D) every
+    TRAJECTORY_EVERY steps, D being the rescaled sharpness's per-tensor scaling (LR / η0)."""
+    torch.manual_seed(0)
+    model = ResMLP(data.in_dim, data.out_dim, width, 2, base_width=32, base_depth=2,
+                   param=Parametrization(param, readout_zero_init=True)).to(device)
+    optimizer = build_optimizer(model, "sgd", lr)
+    gen = torch.Generator().manual_seed(1)
+    for step in range(TRAJECTORY_STEPS + 1):
+        if step % TRAJECTORY_EVERY == 0:
+            yield step, model, lr_multipliers(optimizer)
+        if step < TRAJECTORY_STEPS:
+            train_step(model, optimizer, data.loss, *data.batch(gen, TRAJECTORY_BATCH))
+
+
+SHARPNESS_KEYS = ("hessian/eig_0", "hessian/sharpness_rescaled")
+
+
+def tolerance_along_training(data, device) -> None:
+    """Prints one row per trajectory and tolerance, then one per tolerance over all trajectories."""
+    x, y = fixed_batch(data, 256)
+    totals = {}
+    for param, width, lr in TRAJECTORIES:
+        warm = {tol: None for tol in TRAJECTORY_TOLS}  # one SpectraMonitor per tol, created at step 0
+        results = {(tol, mode): ([], []) for tol in TRAJECTORY_TOLS for mode in ("warm", "cold")}
+        for i, (step, model, scaling) in enumerate(sc_width_checkpoints(data, param, width, lr, device)):
+            exact = SpectraMonitor(copy.deepcopy(model).double(), data.loss, x.double(), y,
+                                   SpectraSettings(tol=1e-10, max_iter=300), scaling=scaling).measure(step)
+            for tol in TRAJECTORY_TOLS:
+                if warm[tol] is None:
+                    warm[tol] = SpectraMonitor(model, data.loss, x, y, SpectraSettings(tol=tol), scaling=scaling)
+                fresh = SpectraMonitor(model, data.loss, x, y, SpectraSettings(tol=tol, seed=i), scaling=scaling)
+                for mode, monitor in (("warm", warm[tol]), ("cold", fresh)):
+                    measured = monitor.measure(step)
+                    hvps, errors = results[tol, mode]
+                    hvps.append(measured["spectra/hvps"])
+                    errors += [relative_error(measured[k], exact[k]) for k in SHARPNESS_KEYS if k in measured]
+        for tol in TRAJECTORY_TOLS:
+            cells = []
+            for mode in ("warm", "cold"):
+                hvps, errors = results[tol, mode]
+                cells += [f"{sum(hvps) / len(hvps):.1f}", f"{max(errors):.1e}", str(sum(e > TARGET for e in errors))]
+                totals.setdefault((tol, mode), ([], []))[0].extend(hvps)
+                totals[tol, mode][1].extend(errors)
+            print(f"| {param} w{width} η0={lr:g} | {sci(tol) if tol else 'default'} | {' | '.join(cells)} |")
+    for tol in TRAJECTORY_TOLS:
+        cells = []
+        for mode in ("warm", "cold"):
+            hvps, errors = totals[tol, mode]
+            cells += [f"{sum(hvps) / len(hvps):.1f}", f"{max(errors):.1e}", f"{sum(e > TARGET for e in errors)} of {len(errors)}"]
+        print(f"| all four | {sci(tol) if tol else 'default'} | {' | '.join(cells)} |")
+
+
 def print_targets(hvp_cost, at_target, overheads):
     print("\n| target | measured | met |")
     print("| --- | --- | --- |")
@@ -395,11 +464,13 @@ def main():
     hvp_costs("Transformer w128 d2, 32×64 tokens", *transformer_problem(device), args.repeats, device)
     print()
 
-    at_target = {"at initialisation": solver_costs("at initialisation", model, data.loss, x, y, args.repeats,
-                                                   device, pyhessian)}
-    train_briefly(model, data, ADAM_STEPS, ADAM_LR)
-    trained = f"after {ADAM_STEPS} Adam steps (lr {ADAM_LR:g}, batch {TRAIN_BATCH})"
-    at_target[trained] = solver_costs(trained, model, data.loss, x, y, args.repeats, device, pyhessian)
+    states = {"at initialisation": (model, None),
+              f"after {ADAM_STEPS} Adam steps (lr {ADAM_LR:g}, batch {TRAIN_BATCH})":
+                  (trained(model, data, "adam", ADAM_LR, ADAM_STEPS), None)}
+    states.update({f"after {steps} SGD steps (lr {lr:g}, batch {TRAIN_BATCH})":
+                   (trained(model, data, "sgd", lr, steps), lr) for lr, steps in SGD_STATES})
+    at_target = {state: solver_costs(state, m, data.loss, x, y, args.repeats, device, pyhessian, lr)
+                 for state, (m, lr) in states.items()}
 
     print(f"Measuring the top Hessian eigenvalue every {EVERY} steps during {SGD_STEPS} SGD steps (SP, lr {SGD_LR:g}, "
           f"batch {TRAIN_BATCH}; Lanczos, warm-started)\n")
@@ -411,6 +482,15 @@ def main():
         overheads = {(w, d, *key): overhead for w, d in ((128, 2), (512, 4))
                      for key, overhead in measurement_overhead(data, w, d, args.repeats, device, tracker).items()}
         tracker.finish()
+
+    print(f"\nThe Lanczos tolerance along sc_width's SGD trajectories: {TRAJECTORY_STEPS} steps at batch "
+          f"{TRAJECTORY_BATCH}, raw and rescaled top eigenvalue every {TRAJECTORY_EVERY} steps on 256 examples, "
+          f"against float64 (tol 1e-10); warm: started from the previous measurement's eigenvector, as in "
+          f"training; cold: from a fresh random vector\n")
+    print("| trajectory | Lanczos tol | warm: HVPs per measurement | warm: max rel. error | warm: errors > "
+          f"{TARGET:g} | cold: HVPs per measurement | cold: max rel. error | cold: errors > {TARGET:g} |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    tolerance_along_training(data, device)
     print_targets(hvp_cost, at_target, overheads)
 
 

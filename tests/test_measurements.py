@@ -6,8 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from conftest import mlflow_client
+from lrtransfer.measurements import SpectraHook
+from lrtransfer.models import ResMLP
+from lrtransfer.optim import build_optimizer
+from lrtransfer.spectra import SpectraSettings
 from lrtransfer.train import main
 from lrtransfer.trainer import run_training
 
@@ -105,3 +111,18 @@ def test_logged_step_zero_spectra_equal_a_direct_library_call(make_cfg, tracking
         assert logged[f"hessian/eig_{i}"] == pytest.approx(float(eigs[i]), rel=1e-4)
     assert logged["hessian/sharpness_rescaled"] == pytest.approx(float(rescaled[0]), rel=1e-4)
     assert logged["ntk/eig_0"] == pytest.approx(float(top_ntk_eigenvalues(model, x, k=2)[0]), rel=1e-4)
+
+
+def test_spectra_hook_skips_a_measurement_at_non_finite_weights():
+    """The update before a due step blew the weights up: no crash (the step's NaN loss ends the run as
+    diverged), and no record."""
+    torch.manual_seed(0)
+    model = ResMLP(8, 4, 16, 1)
+    batch = (torch.randn(16, 8), torch.randint(0, 4, (16,)))
+    hook = SpectraHook(model, F.cross_entropy, batch, SpectraSettings(every=1), build_optimizer(model, "sgd", 0.1),
+                       "sgd", 0.1)
+    assert "hessian/eig_0" in hook.before_step(0)
+    with torch.no_grad():
+        model.input.weight[0, 0] = float("inf")
+    assert hook.before_step(1) == {}
+    assert [r["step"] for r in hook.monitor.records] == [0]

@@ -18,6 +18,7 @@ from torch.func import functional_call
 from lrtransfer.models import LinearNet, ResMLP, Transformer
 from lrtransfer.optim import build_optimizer
 from lrtransfer.spectra import (
+    NonFiniteCurvature,
     Operator,
     SpectraMonitor,
     SpectraSettings,
@@ -218,6 +219,15 @@ def test_invalid_arguments_raise():
         top_eigenpairs(op, k=5)
     with pytest.raises(ValueError, match="'arnoldi'"):
         top_eigenpairs(op, method="arnoldi")
+
+
+@pytest.mark.parametrize("method", ["lanczos", "power"])
+def test_non_finite_weights_stop_the_solver_with_a_clear_error(method):
+    model, loss_fn, x, y = make_case("resmlp")
+    with torch.no_grad():
+        model.input.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteCurvature, match="not finite"):
+        top_hessian_eigenvalues(model, loss_fn, x, y, method=method)
 
 
 # --- trace and directional sharpness -------------------------------------------------------------------

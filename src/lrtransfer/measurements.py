@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from .fslr import FunctionSpaceLR, append_estimate, new_record, save_record
-from .spectra import SpectraMonitor, SpectraSettings
+from .spectra import NonFiniteCurvature, SpectraMonitor, SpectraSettings
 
 
 class StepHook:
@@ -57,7 +57,11 @@ class SpectraHook(StepHook):
             return {}
         if self.is_sgd:
             self.monitor.scaling = {g["name"]: g["lr_mult"] for g in self.optimizer.param_groups}
-        return self.monitor.measure(step)
+        try:
+            return self.monitor.measure(step)
+        except NonFiniteCurvature:
+            # The last update blew the weights up; this step's loss will mark the run diverged.
+            return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"records": list(self.monitor.records)}

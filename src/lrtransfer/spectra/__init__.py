@@ -13,13 +13,13 @@ from .gauss_newton import top_ggn_eigenvalues
 from .hessian import directional_sharpness, hessian_trace, top_hessian_eigenvalues
 from .monitor import SpectraMonitor, SpectraSettings, lr_multipliers
 from .ntk import top_ntk_eigenvalues
-from .operator import Operator, SpectraStats
+from .operator import NonFiniteCurvature, Operator, SpectraStats
 from .trace import estimate_trace
 
 __all__ = [
     "top_hessian_eigenvalues", "hessian_trace", "directional_sharpness", "top_ggn_eigenvalues",
     "top_ntk_eigenvalues", "preconditioned_sharpness", "SpectraMonitor", "SpectraSettings", "lr_multipliers",
-    "SpectraStats", "EigenResult",
+    "SpectraStats", "EigenResult", "NonFiniteCurvature",
     # building blocks
     "Curvature", "curvature", "measurement_mode", "Operator", "top_eigenpairs", "estimate_trace",
     "adam_preconditioner",

@@ -20,6 +20,10 @@ class SpectraStats:
     hvps: int = 0
 
 
+class NonFiniteCurvature(ValueError):
+    """A curvature-vector product came out NaN or inf: the weights or the loss are not finite."""
+
+
 @dataclass
 class Operator:
     """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``."""
@@ -32,7 +36,12 @@ class Operator:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.stats.hvps += 1
-        return self.matvec(v)
+        out = self.matvec(v)
+        # Checked here so that every solver stops with this message, not with an eigh failure on NaNs later.
+        if not bool(torch.isfinite(out).all()):
+            raise NonFiniteCurvature("a curvature-vector product is not finite: the model's weights or loss "
+                                     "hold NaN or inf (has training diverged?)")
+        return out
 
     def congruence(self, d: torch.Tensor) -> Operator:
         """The operator diag(d)·A·diag(d), e.g. D^½ H D^½ for d = D^½."""
