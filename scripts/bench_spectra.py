@@ -61,6 +61,7 @@ MEASURE_TOLS = (None, 3e-3)  # the default, and the loosest one section 4 finds 
 TRAJECTORIES = (("mup", 32, 0.25), ("mup", 128, 0.5), ("mup", 512, 0.25), ("ntp", 32, 4.0))  # sc_width's optima, 2×
 TRAJECTORY_STEPS, TRAJECTORY_BATCH, TRAJECTORY_EVERY = 800, 32, 64
 TRAJECTORY_TOLS = (1e-2, 3e-3, 1e-3, None)
+SHARPNESS_KEYS = ("hessian/eig_0", "hessian/sharpness_rescaled")  # the raw and the rescaled top eigenvalue
 
 
 def mnist1d(device):
@@ -386,42 +387,41 @@ def sc_width_checkpoints(data, param, width, lr, device):
             train_step(model, optimizer, data.loss, *data.batch(gen, TRAJECTORY_BATCH))
 
 
-SHARPNESS_KEYS = ("hessian/eig_0", "hessian/sharpness_rescaled")
+def tolerance_row(label: str, tol, by_mode: dict) -> str:
+    """One table row: per mode, mean HVPs per measurement, the largest error and how many exceed TARGET."""
+    cells = []
+    for mode in ("warm", "cold"):
+        hvps, errors = by_mode[mode]
+        cells += [f"{sum(hvps) / len(hvps):.1f}", f"{max(errors):.1e}",
+                  f"{sum(e > TARGET for e in errors)} of {len(errors)}"]
+    return f"| {label} | {sci(tol) if tol else 'default'} | {' | '.join(cells)} |"
 
 
 def tolerance_along_training(data, device) -> None:
     """Prints one row per trajectory and tolerance, then one per tolerance over all trajectories."""
     x, y = fixed_batch(data, 256)
-    totals = {}
+    totals = {tol: {mode: ([], []) for mode in ("warm", "cold")} for tol in TRAJECTORY_TOLS}
     for param, width, lr in TRAJECTORIES:
         warm = {tol: None for tol in TRAJECTORY_TOLS}  # one SpectraMonitor per tol, created at step 0
-        results = {(tol, mode): ([], []) for tol in TRAJECTORY_TOLS for mode in ("warm", "cold")}
+        results = {tol: {mode: ([], []) for mode in ("warm", "cold")} for tol in TRAJECTORY_TOLS}
         for i, (step, model, scaling) in enumerate(sc_width_checkpoints(data, param, width, lr, device)):
             exact = SpectraMonitor(copy.deepcopy(model).double(), data.loss, x.double(), y,
                                    SpectraSettings(tol=1e-10, max_iter=300), scaling=scaling).measure(step)
+            # With D = 1 (NTP, or µP at its base width) the rescaled sharpness is the raw eigenvalue again.
+            keys = SHARPNESS_KEYS if any(d != 1 for d in scaling.values()) else SHARPNESS_KEYS[:1]
             for tol in TRAJECTORY_TOLS:
                 if warm[tol] is None:
                     warm[tol] = SpectraMonitor(model, data.loss, x, y, SpectraSettings(tol=tol), scaling=scaling)
                 fresh = SpectraMonitor(model, data.loss, x, y, SpectraSettings(tol=tol, seed=i), scaling=scaling)
                 for mode, monitor in (("warm", warm[tol]), ("cold", fresh)):
                     measured = monitor.measure(step)
-                    hvps, errors = results[tol, mode]
-                    hvps.append(measured["spectra/hvps"])
-                    errors += [relative_error(measured[k], exact[k]) for k in SHARPNESS_KEYS if k in measured]
+                    for by_mode in (results[tol][mode], totals[tol][mode]):
+                        by_mode[0].append(measured["spectra/hvps"])
+                        by_mode[1].extend(relative_error(measured[k], exact[k]) for k in keys)
         for tol in TRAJECTORY_TOLS:
-            cells = []
-            for mode in ("warm", "cold"):
-                hvps, errors = results[tol, mode]
-                cells += [f"{sum(hvps) / len(hvps):.1f}", f"{max(errors):.1e}", str(sum(e > TARGET for e in errors))]
-                totals.setdefault((tol, mode), ([], []))[0].extend(hvps)
-                totals[tol, mode][1].extend(errors)
-            print(f"| {param} w{width} η0={lr:g} | {sci(tol) if tol else 'default'} | {' | '.join(cells)} |")
+            print(tolerance_row(f"{param} w{width} η0={lr:g}", tol, results[tol]))
     for tol in TRAJECTORY_TOLS:
-        cells = []
-        for mode in ("warm", "cold"):
-            hvps, errors = totals[tol, mode]
-            cells += [f"{sum(hvps) / len(hvps):.1f}", f"{max(errors):.1e}", f"{sum(e > TARGET for e in errors)} of {len(errors)}"]
-        print(f"| all four | {sci(tol) if tol else 'default'} | {' | '.join(cells)} |")
+        print(tolerance_row("all four", tol, totals[tol]))
 
 
 def print_targets(hvp_cost, at_target, overheads):
