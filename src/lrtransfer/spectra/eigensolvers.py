@@ -34,8 +34,10 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
     ``init``: (m, dim) or (dim,) starting vectors, e.g. the previous measurement's eigenvectors.  Lanczos
     starts from their sum, power iteration from ``init[i]`` for the i-th eigenvector.
     ``tol``: Lanczos stops when every top-k Ritz pair has residual ‖Ax − θx‖ ≤ tol·max|θ| (default
-    √eps of the dtype, which makes separated eigenvalues accurate to about eps); power iteration stops
-    on a relative change of the Rayleigh quotient below ``tol`` (default 1e-3, PyHessian's).
+    √eps of the dtype, which makes separated eigenvalues accurate to about eps); a residual cannot show
+    that a larger eigenvalue is still missing, so a loose tol (1e-2) sometimes returns the second one when
+    the start holds little of the top eigenvector.  Power iteration stops on a relative change of the
+    Rayleigh quotient below ``tol`` (default 1e-3, PyHessian's).
     """
     if not 1 <= k <= op.dim:
         raise ValueError(f"k={k} must be between 1 and the operator dimension {op.dim}")
