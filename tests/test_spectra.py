@@ -230,6 +230,15 @@ def test_non_finite_weights_stop_the_solver_with_a_clear_error(method):
         top_hessian_eigenvalues(model, loss_fn, x, y, method=method)
 
 
+@pytest.mark.parametrize("method", ["exact", "lanczos"])
+def test_non_finite_weights_stop_the_ntk_with_a_clear_error(method):
+    model, _, x, _ = make_case("resmlp")
+    with torch.no_grad():
+        model.input.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteCurvature, match="not finite"):
+        top_ntk_eigenvalues(model, x, method=method)
+
+
 # --- trace and directional sharpness -------------------------------------------------------------------
 
 def test_trace_is_exact_with_one_probe_per_parameter(case):

@@ -7,7 +7,7 @@ from torch import nn
 
 from .curvature import Curvature, curvature
 from .eigensolvers import EigenResult, top_eigenpairs
-from .operator import SpectraStats
+from .operator import SpectraStats, require_finite
 
 NTK_METHODS = ("auto", "exact", "lanczos")
 # "auto" forms the dense Jacobian (outputs × parameters) up to this many entries, else runs Lanczos.
@@ -23,7 +23,7 @@ def ntk_eigenpairs(curv: Curvature, k: int, method: str = "auto", tol: float | N
     if not 1 <= k <= n_out:
         raise ValueError(f"k={k} must be between 1 and the number of outputs {n_out}")
     if method == "exact" or (method == "auto" and n_out * curv.dim <= EXACT_MAX_ENTRIES):
-        jac = curv.jacobian()
+        jac = require_finite(curv.jacobian(), "the Jacobian of the outputs")
         values, vectors = torch.linalg.eigh(jac @ jac.T)
         return EigenResult(values[-k:].flip(0), vectors[:, -k:].flip(1).T)
     return top_eigenpairs(curv.ntk(), k, "lanczos", tol, max_iter, init, seed)

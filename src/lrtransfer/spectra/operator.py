@@ -24,6 +24,15 @@ class NonFiniteCurvature(ValueError):
     """A curvature-vector product came out NaN or inf: the weights or the loss are not finite."""
 
 
+def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
+    """``t`` unchanged, or :class:`NonFiniteCurvature` naming ``what`` if it holds NaN or inf.  Checked where
+    curvature is computed, so that every eigensolver stops with this message, not with an eigh failure."""
+    if not bool(torch.isfinite(t).all()):
+        raise NonFiniteCurvature(f"{what} is not finite: the model's weights or loss hold NaN or inf "
+                                 "(has training diverged?)")
+    return t
+
+
 @dataclass
 class Operator:
     """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``."""
@@ -36,12 +45,7 @@ class Operator:
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.stats.hvps += 1
-        out = self.matvec(v)
-        # Checked here so that every solver stops with this message, not with an eigh failure on NaNs later.
-        if not bool(torch.isfinite(out).all()):
-            raise NonFiniteCurvature("a curvature-vector product is not finite: the model's weights or loss "
-                                     "hold NaN or inf (has training diverged?)")
-        return out
+        return require_finite(self.matvec(v), "a curvature-vector product")
 
     def congruence(self, d: torch.Tensor) -> Operator:
         """The operator diag(d)·A·diag(d), e.g. D^½ H D^½ for d = D^½."""
