@@ -221,22 +221,21 @@ def test_invalid_arguments_raise():
         top_eigenpairs(op, method="arnoldi")
 
 
-@pytest.mark.parametrize("method", ["lanczos", "power"])
-def test_non_finite_weights_stop_the_solver_with_a_clear_error(method):
+NON_FINITE_CALLS = {
+    "hessian lanczos": lambda model, loss_fn, x, y: top_hessian_eigenvalues(model, loss_fn, x, y),
+    "hessian power": lambda model, loss_fn, x, y: top_hessian_eigenvalues(model, loss_fn, x, y, method="power"),
+    "ntk exact": lambda model, loss_fn, x, y: top_ntk_eigenvalues(model, x, method="exact"),
+    "ntk lanczos": lambda model, loss_fn, x, y: top_ntk_eigenvalues(model, x, method="lanczos"),
+}
+
+
+@pytest.mark.parametrize("call", NON_FINITE_CALLS.values(), ids=NON_FINITE_CALLS.keys())
+def test_non_finite_weights_stop_the_solver_with_a_clear_error(call):
     model, loss_fn, x, y = make_case("resmlp")
     with torch.no_grad():
         model.input.weight[0, 0] = float("nan")
     with pytest.raises(NonFiniteCurvature, match="not finite"):
-        top_hessian_eigenvalues(model, loss_fn, x, y, method=method)
-
-
-@pytest.mark.parametrize("method", ["exact", "lanczos"])
-def test_non_finite_weights_stop_the_ntk_with_a_clear_error(method):
-    model, _, x, _ = make_case("resmlp")
-    with torch.no_grad():
-        model.input.weight[0, 0] = float("nan")
-    with pytest.raises(NonFiniteCurvature, match="not finite"):
-        top_ntk_eigenvalues(model, x, method=method)
+        call(model, loss_fn, x, y)
 
 
 # --- trace and directional sharpness -------------------------------------------------------------------
