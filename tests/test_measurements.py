@@ -98,7 +98,8 @@ def test_logged_step_zero_spectra_equal_a_direct_library_call(make_cfg, tracking
     run_id = run_training(cfg, tmp_path)["run_id"]
     client = mlflow_client(tracking_uri)
     logged = {k: next(m.value for m in client.get_metric_history(run_id, k) if m.step == 0)
-              for k in ("hessian/eig_0", "hessian/eig_1", "hessian/eig_2", "hessian/sharpness_rescaled", "ntk/eig_0")}
+              for k in ("hessian/eig_0", "hessian/eig_1", "hessian/eig_2", "hessian/sharpness_rescaled", "ntk/eig_0",
+                        "ntk/rescaled_eig_0")}
 
     seed_everything(cfg.seed)  # the trainer's order: seed, data, model
     data = load_data(cfg.data)
@@ -111,6 +112,9 @@ def test_logged_step_zero_spectra_equal_a_direct_library_call(make_cfg, tracking
         assert logged[f"hessian/eig_{i}"] == pytest.approx(float(eigs[i]), rel=1e-4)
     assert logged["hessian/sharpness_rescaled"] == pytest.approx(float(rescaled[0]), rel=1e-4)
     assert logged["ntk/eig_0"] == pytest.approx(float(top_ntk_eigenvalues(model, x, k=2)[0]), rel=1e-4)
+    rescaled_ntk = top_ntk_eigenvalues(model, x, k=2, scaling=d)[0]
+    assert logged["ntk/rescaled_eig_0"] == pytest.approx(float(rescaled_ntk), rel=1e-4)
+    assert logged["ntk/rescaled_eig_0"] != pytest.approx(logged["ntk/eig_0"], rel=1e-2)  # µP: D is not 1
 
 
 def test_spectra_hook_skips_a_measurement_at_non_finite_weights():

@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from lrtransfer.models import LinearNet, ResMLP, Transformer
 from lrtransfer.optim import build_optimizer
+from lrtransfer.parametrization import Parametrization
 from lrtransfer.spectra import (
     NonFiniteCurvature,
     Operator,
@@ -206,6 +207,32 @@ def test_lanczos_restarts_when_the_start_vector_spans_an_invariant_subspace():
     assert torch.allclose(result.values, values[:3], rtol=1e-12)
 
 
+@pytest.mark.parametrize("spectrum, k", [([5, 5, 1], 2), ([5, 5, 4, 3, 2, 1], 3), ([5, 5, 5, 2], 3)])
+def test_lanczos_finds_repeated_eigenvalues(spectrum, k):
+    """A single start vector sees one direction per eigenspace, so it returned [5, 1] for [5, 5, 1]; blocks
+    of k vectors find every copy."""
+    gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(120, 120, generator=gen, dtype=torch.float64))
+    values = torch.cat([torch.tensor(spectrum, dtype=torch.float64),
+                        0.5 * torch.rand(120 - len(spectrum), generator=gen, dtype=torch.float64)])
+    result = top_eigenpairs(matrix_operator(basis @ torch.diag(values) @ basis.T), k=k)
+    assert torch.allclose(result.values, torch.tensor(spectrum[:k], dtype=torch.float64), rtol=1e-10)
+    assert torch.allclose(result.vectors @ result.vectors.T, torch.eye(k, dtype=torch.float64), atol=1e-10)
+
+
+def test_degenerate_ggn_and_ntk_of_a_zero_readout_model_match_dense():
+    """With a zero readout all classes look alike: the GGN's and the NTK's top eigenvalues repeat."""
+    torch.manual_seed(0)
+    model = ResMLP(8, 4, 16, 2, param=Parametrization("mup", readout_zero_init=True), base_width=8).double()
+    x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 4, (32,))
+    ggn = top(dense_ggn(model, F.cross_entropy, x, y), 4)
+    jac = dense_jacobian(model, x)
+    ntk = top(jac @ jac.T, 4)
+    assert rel_err(ntk[1:], ntk[:1].expand(3)) < 1e-8  # the premise: a repeated top eigenvalue
+    assert rel_err(top_ggn_eigenvalues(model, F.cross_entropy, x, y, k=4), ggn) < 1e-6
+    assert rel_err(top_ntk_eigenvalues(model, x, k=4, method="lanczos"), ntk) < 1e-6
+
+
 def test_lanczos_warns_when_it_runs_out_of_iterations():
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(200, 200, generator=gen, dtype=torch.float64)
@@ -219,6 +246,8 @@ def test_invalid_arguments_raise():
         top_eigenpairs(op, k=5)
     with pytest.raises(ValueError, match="'arnoldi'"):
         top_eigenpairs(op, method="arnoldi")
+    with pytest.raises(ValueError, match="max_iter=2 must be at least k=3"):
+        top_eigenpairs(op, k=3, max_iter=2)
 
 
 NON_FINITE_CALLS = {
@@ -302,6 +331,21 @@ def test_ntk_exact_and_lanczos_match_dense(name):
     assert auto_stats.hvps == 0  # small problem: the exact Gram matrix
 
 
+@pytest.mark.parametrize("name", ["resmlp", "transformer"])
+def test_rescaled_ntk_is_j_d_jt(name):
+    """Θ_D = J D Jᵀ with a per-tensor D (the LR multipliers), exact and by Lanczos, against the dense product."""
+    model, _, x, _ = make_case(name)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    scaling = {n: 0.5 + (i % 3) for i, n in enumerate(names)}
+    d = torch.cat([torch.full((p.numel(),), scaling[n], dtype=torch.float64)
+                   for n, p in model.named_parameters() if p.requires_grad])
+    jac = dense_jacobian(model, x)
+    expected = top((jac * d) @ jac.T, 3)
+    assert rel_err(expected, top(jac @ jac.T, 3)) > 1e-2  # D changes the spectrum
+    assert rel_err(top_ntk_eigenvalues(model, x, k=3, method="exact", scaling=scaling), expected) < 1e-10
+    assert rel_err(top_ntk_eigenvalues(model, x, k=3, method="lanczos", scaling=scaling), expected) < 1e-6
+
+
 def test_ggn_of_mean_squared_error_is_ntk_over_number_of_outputs():
     model, loss_fn, x, y = make_case("linear")  # ½·mean over B·C entries: G = JᵀJ / (B·C)
     ggn = top_ggn_eigenvalues(model, loss_fn, x, y, k=2)
@@ -365,8 +409,8 @@ def test_monitor_reports_named_metrics_equal_to_direct_calls():
     metrics = monitor.measure(0)
     assert set(metrics) == {
         "hessian/eig_0", "hessian/eig_1", "hessian/sharpness_rescaled", "hessian/sharpness_rescaled_x_lr",
-        "hessian/trace", "ggn/eig_0", "ntk/eig_0", "ntk/eig_1", "adam/precond_sharpness",
-        "adam/precond_threshold", "hessian/directional", "spectra/hvps", "spectra/seconds"}
+        "hessian/trace", "ggn/eig_0", "ntk/eig_0", "ntk/eig_1", "ntk/rescaled_eig_0", "ntk/rescaled_eig_1",
+        "adam/precond_sharpness", "adam/precond_threshold", "hessian/directional", "spectra/hvps", "spectra/seconds"}
     eigs = top_hessian_eigenvalues(model, loss_fn, x, y, k=2)
     assert [metrics["hessian/eig_0"], metrics["hessian/eig_1"]] == pytest.approx(eigs.tolist(), rel=1e-10)
     rescaled = top_hessian_eigenvalues(model, loss_fn, x, y, scaling=scaling).item()
@@ -376,6 +420,8 @@ def test_monitor_reports_named_metrics_equal_to_direct_calls():
     assert metrics["ggn/eig_0"] == pytest.approx(top_ggn_eigenvalues(model, loss_fn, x, y).item(), rel=1e-10)
     assert [metrics["ntk/eig_0"], metrics["ntk/eig_1"]] == pytest.approx(
         top_ntk_eigenvalues(model, x, k=2).tolist(), rel=1e-10)
+    assert [metrics["ntk/rescaled_eig_0"], metrics["ntk/rescaled_eig_1"]] == pytest.approx(
+        top_ntk_eigenvalues(model, x, k=2, scaling=scaling).tolist(), rel=1e-10)
     sharpness, threshold = preconditioned_sharpness(model, loss_fn, x, y, optimizer)
     assert metrics["adam/precond_sharpness"] == pytest.approx(sharpness, rel=1e-10)
     assert metrics["adam/precond_threshold"] == pytest.approx(threshold)

@@ -137,9 +137,10 @@ class Curvature:
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- empirical NTK Θ = J Jᵀ over all (example, output) pairs ----------------------------------------
-    def ntk(self) -> Operator:
-        shape = self.outputs.shape
-        return self._operator(lambda u: self.jvp(self.vjp(u.view(shape))).reshape(-1), self.outputs.numel())
+    def ntk(self, scaling_sqrt: torch.Tensor | None = None) -> Operator:
+        """Θ = J Jᵀ, or J D Jᵀ when the flat vector ``scaling_sqrt`` = D^½ is given."""
+        shape, d = self.outputs.shape, 1.0 if scaling_sqrt is None else scaling_sqrt.square()
+        return self._operator(lambda u: self.jvp(d * self.vjp(u.view(shape))).reshape(-1), self.outputs.numel())
 
     def jacobian(self) -> torch.Tensor:
         """Dense J of shape (outputs.numel(), dim), one example at a time with torch.func (vmap of jacrev).

@@ -32,7 +32,9 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
     """The k largest eigenvalues of ``op`` (descending) and their eigenvectors.
 
     ``init``: (m, dim) or (dim,) starting vectors, e.g. the previous measurement's eigenvectors.  Lanczos
-    starts from their sum, power iteration from ``init[i]`` for the i-th eigenvector.
+    works in blocks of k vectors (so that eigenvalues repeated up to k times are found): for k = 1 it
+    starts from their sum, for k ≥ 2 from the first k; power iteration starts from ``init[i]`` for the
+    i-th eigenvector.  ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
     ``tol``: Lanczos stops when every top-k Ritz pair has residual ‖Ax − θx‖ ≤ tol·max|θ| (default
     √eps of the dtype, which makes separated eigenvalues accurate to about eps); a residual cannot show
     that a larger eigenvalue is still missing, so a loose tol (1e-2) sometimes returns the second one when
@@ -47,9 +49,10 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
         raise ValueError(f"max_iter={max_iter} must be positive")
     generator = op.generator(seed)
     if method == "lanczos":
-        start = init.sum(0) if init is not None else op.randn(generator)
+        if max_iter is not None and max_iter < k:
+            raise ValueError(f"max_iter={max_iter} must be at least k={k}: Lanczos needs one block of k vectors")
         tol = torch.finfo(op.dtype).eps ** 0.5 if tol is None else tol
-        return lanczos(op, k, tol, max_iter or LANCZOS_MAX_ITER, start, generator)
+        return lanczos(op, k, tol, max_iter or LANCZOS_MAX_ITER, _block_start(op, k, init, generator), generator)
     if method == "power":
         return power_iteration(op, k, POWER_TOL if tol is None else tol, max_iter or POWER_MAX_ITER,
                                init, generator)
@@ -67,49 +70,84 @@ def _normalise(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm().clamp_min(torch.finfo(v.dtype).tiny)
 
 
-def _ritz(alphas: list[float], betas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eigenpairs (ascending) of the Lanczos tridiagonal matrix, in float64 on the CPU (it is tiny)."""
-    t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-    if betas:
-        off = torch.tensor(betas, dtype=torch.float64)
-        t = t + torch.diag(off, 1) + torch.diag(off, -1)
-    return torch.linalg.eigh(t)
+def _block_start(op: Operator, k: int, init: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
+    """The first Lanczos block: k = 1 starts from the sum of ``init``; a block of k ≥ 2 from its first k rows
+    (fresh random ones where it has fewer), so that every warm-start direction enters the Krylov space."""
+    if k == 1:
+        return (init.sum(0) if init is not None else op.randn(generator))[None]
+    given = init[:k] if init is not None else torch.empty(0, op.dim, dtype=op.dtype, device=op.device)
+    return torch.cat([given, op.randn(generator, k - len(given))])
+
+
+def _orthonormal_block(w: torch.Tensor, basis: torch.Tensor, floor: float, op: Operator,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gram-Schmidt of the rows of ``w`` (already orthogonal to ``basis``) into q with w = Rᵀq, R upper
+    triangular.  A row whose remaining norm is ≤ ``floor`` spans nothing new: it is replaced by a random
+    direction orthogonal to everything, with a zero coupling (the Krylov space found is invariant).
+    Returns (q, the coupling R of the block tridiagonal matrix, R as computed, for the residuals)."""
+    b = len(w)
+    q = torch.empty_like(w)
+    exact = torch.zeros(b, b, dtype=torch.float64)
+    for i in range(b):
+        v = w[i]
+        for _ in range(2):  # twice is enough
+            c = q[:i] @ v
+            exact[:i, i] += c.double().cpu()
+            v = v - q[:i].T @ c
+        exact[i, i] = v.norm().item()
+        if exact[i, i] > floor:
+            q[i] = v / exact[i, i].item()
+        else:
+            q[i] = _normalise(_orthogonalise(op.randn(generator), torch.cat([basis, q[:i]])))
+    coupling = exact.clone()
+    replaced = exact.diagonal() <= floor
+    coupling[replaced, replaced] = 0.0  # a replaced row couples to nothing before it; later rows' projections stay
+    return q, coupling, exact
 
 
 def lanczos(op: Operator, k: int, tol: float, max_iter: int, start: torch.Tensor,
             generator: torch.Generator) -> EigenResult:
-    steps = min(max_iter, op.dim)
-    basis = torch.empty(steps, op.dim, dtype=op.dtype, device=op.device)
-    alphas: list[float] = []
-    betas: list[float] = []
-    q = _normalise(start)
-    for j in range(steps):
-        basis[j] = q
-        w = op(q)
-        alphas.append(torch.dot(q, w).item())
-        w = _orthogonalise(w, basis[:j + 1])
-        beta = w.norm().item()
-        theta, s = _ritz(alphas, betas)
+    """Block Lanczos with blocks of ``len(start)`` = k vectors and full re-orthogonalisation.
+
+    A single start vector spans only one direction of each eigenspace, so it cannot see an eigenvalue
+    repeated twice (the second copy would be replaced by the next eigenvalue down, with small residuals);
+    a block of k vectors finds eigenvalues repeated up to k times.  k = 1 is classical Lanczos.
+    """
+    capacity = min(max_iter, op.dim)  # basis vectors; the last block is cut to fit
+    basis = torch.empty(capacity, op.dim, dtype=op.dtype, device=op.device)
+    t = torch.zeros(capacity, capacity, dtype=torch.float64)  # the block tridiagonal projection
+    block, lo = _orthonormal_block(start, basis[:0], 0.0, op, generator)[0], 0
+    while True:
+        hi = lo + len(block)
+        basis[lo:hi] = block
+        w = torch.stack([op(v) for v in block])
+        diag = (block @ w.T).double().cpu()
+        t[lo:hi, lo:hi] = (diag + diag.T) / 2
+        w = _orthogonalise_rows(w, basis[:hi])
+        theta, s = torch.linalg.eigh(t[:hi, :hi])
         scale = theta.abs().max().item()
-        # For a Ritz pair (θ, Qs) the residual norm is exactly β·|last component of s|.
-        residuals = beta * s[-1, -k:].abs()
-        converged = j + 1 >= k and bool((residuals <= tol * scale).all())
-        if converged or j + 1 == steps:
+        block, coupling, exact = _orthonormal_block(w, basis[:hi], tol * scale, op, generator)
+        # For a Ritz pair (θ, Vᵀs) the residual AVᵀs − θVᵀs is (next block)ᵀ·R·s_last, so its norm is ‖R s_last‖.
+        residuals = (exact @ s[lo:hi, -k:]).norm(dim=0)
+        converged = hi >= k and bool((residuals <= tol * scale).all())
+        if converged or hi == capacity:
             break
-        if beta <= tol * scale:
-            # The Krylov space is invariant but holds fewer than k eigenvalues: continue in a fresh
-            # random direction (a zero coupling in the tridiagonal matrix).
-            q, beta = _normalise(_orthogonalise(op.randn(generator), basis[:j + 1])), 0.0
-        else:
-            q = w / beta
-        betas.append(beta)
-    if not converged and j + 1 < op.dim:
+        block, coupling = block[:capacity - hi], coupling[:capacity - hi]
+        t[hi:hi + len(block), lo:hi] = coupling
+        t[lo:hi, hi:hi + len(block)] = coupling.T
+        lo = hi
+    if not converged and hi < op.dim:
         warnings.warn(f"Lanczos stopped at max_iter={max_iter} before reaching tol={tol:g} "
                       f"(largest residual {residuals.max().item() / max(scale, 1e-300):.1e} relative)",
                       stacklevel=3)
-    m = len(alphas)
     top = s[:, -k:].flip(1).to(op.device, op.dtype)  # (m, k), descending Ritz values
-    return EigenResult(theta[-k:].flip(0).to(op.device, op.dtype), top.T @ basis[:m])
+    return EigenResult(theta[-k:].flip(0).to(op.device, op.dtype), top.T @ basis[:hi])
+
+
+def _orthogonalise_rows(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    for _ in range(2):  # classical Gram-Schmidt twice, as _orthogonalise, for every row at once
+        w = w - (w @ basis.T) @ basis
+    return w
 
 
 def power_iteration(op: Operator, k: int, tol: float, max_iter: int, init: torch.Tensor | None,

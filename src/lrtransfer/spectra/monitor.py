@@ -60,7 +60,8 @@ class SpectraMonitor:
 
     ``scaling`` (e.g. :func:`lr_multipliers` of an SGD optimizer) adds the rescaled sharpness
     ``hessian/sharpness_rescaled`` = λ_max(D^½ H D^½), and with ``base_lr`` = η0 also
-    ``hessian/sharpness_rescaled_x_lr`` = η0 × it, which gradient descent's edge of stability puts at 2.
+    ``hessian/sharpness_rescaled_x_lr`` = η0 × it, which gradient descent's edge of stability puts at 2, and
+    with ``ntk`` the top eigenvalues ``ntk/rescaled_eig_{i}`` of J D Jᵀ beside the raw ``ntk/eig_{i}``.
     ``optimizer`` (Adam/AdamW) is needed for ``preconditioned``.  Each eigenproblem warm-starts from the
     eigenvectors of the previous measurement.  The model's weights, gradients, train/eval modes and the
     global RNG are left untouched.
@@ -102,13 +103,18 @@ class SpectraMonitor:
         s = self.settings
         return self._warm(key, lambda init: top_eigenpairs(op, k, s.method, s.tol, s.max_iter, init, s.seed))
 
+    def _ntk(self, curv: Curvature, key: str, scaling_sqrt: torch.Tensor | None) -> torch.Tensor:
+        s = self.settings
+        return self._warm(key, lambda init: ntk_eigenpairs(curv, s.ntk, s.ntk_method, s.tol, s.max_iter, init,
+                                                           s.seed, scaling_sqrt))
+
     def _metrics(self, curv: Curvature) -> dict[str, float]:
         s, m = self.settings, {}
         eigs = self._top("hessian", curv.hessian(), s.k)
         m.update({f"hessian/eig_{i}": v for i, v in enumerate(eigs.tolist())})
-        if self.scaling is not None:
-            d = curv.flatten_named(self.scaling)
-            unscaled = bool((d == 1).all())  # SP/NTP: D = 1, no second eigenproblem needed
+        d = None if self.scaling is None else curv.flatten_named(self.scaling)
+        unscaled = d is None or bool((d == 1).all())  # SP/NTP: D = 1, no second eigenproblem needed
+        if d is not None:
             rescaled = (eigs if unscaled else self._top("rescaled", curv.hessian(d.sqrt()), 1))[0].item()
             m["hessian/sharpness_rescaled"] = rescaled
             if self.base_lr is not None:
@@ -118,9 +124,11 @@ class SpectraMonitor:
         if s.ggn:
             m["ggn/eig_0"] = self._top("ggn", curv.ggn(), 1)[0].item()
         if s.ntk:
-            ntk = self._warm("ntk", lambda init: ntk_eigenpairs(curv, s.ntk, s.ntk_method, s.tol, s.max_iter,
-                                                               init, s.seed))
+            ntk = self._ntk(curv, "ntk", None)
             m.update({f"ntk/eig_{i}": v for i, v in enumerate(ntk.tolist())})
+            if d is not None:
+                rescaled_ntk = ntk if unscaled else self._ntk(curv, "ntk_rescaled", d.sqrt())
+                m.update({f"ntk/rescaled_eig_{i}": v for i, v in enumerate(rescaled_ntk.tolist())})
         if s.preconditioned and self.optimizer.state:  # Adam has state only after its first step
             inverse, threshold = adam_preconditioner(curv, self.optimizer)
             m["adam/precond_sharpness"] = self._top("preconditioned", curv.hessian(inverse.sqrt()), 1)[0].item()
