@@ -18,6 +18,7 @@ CLAIMS = [
     Claim("A3: sharpness is super consistent", "spread of λmax", "≤ 10%", "14%", "SOFT-FAIL", soft=True),
     Claim("A4: loss curves collapse", "curve spread", "≤ 5%", "3%", "SOFT-PASS", soft=True),
     Claim("A5: depth transfer", "best-LR shift", "≤ 1", "n/a (missing runs)", "MISSING"),
+    Claim("A6: FLeRM transfers", "best-LR shift", "≤ 1", "-1, could be ≤ -1", "UNDETERMINED"),
 ]
 
 
@@ -70,14 +71,14 @@ def test_claims_json_round_trips(tmp_path):
     data = json.loads((tmp_path / "claims.json").read_text(encoding="utf-8"))
     assert (data["experiment"], data["scale"], data["runs"]) == ("sc_width", "smoke", 7)
     assert [Claim(**c) for c in data["claims"]] == CLAIMS
-    assert data["summary"] == {"PASS": 1, "FAIL": 1, "SOFT-FAIL": 1, "SOFT-PASS": 1, "MISSING": 1}
+    assert data["summary"] == {"PASS": 1, "FAIL": 1, "SOFT-FAIL": 1, "SOFT-PASS": 1, "UNDETERMINED": 1, "MISSING": 1}
     _png(tmp_path / "fig.png", 0)
     full = _report("sc_width", [Figure("fig.png", "a caption")], runs=7)
     full.notes.append("a note")
     write_experiment_report(full, tmp_path)
     assert read_report(tmp_path / "claims.json") == full  # what the index of a later partial rebuild reads
     two_pass = _report("x", [], claims=[CLAIMS[0], CLAIMS[0], CLAIMS[4]])
-    assert two_pass.summary == {"PASS": 2, "FAIL": 0, "SOFT-FAIL": 0, "SOFT-PASS": 0, "MISSING": 1}
+    assert two_pass.summary == {"PASS": 2, "FAIL": 0, "SOFT-FAIL": 0, "SOFT-PASS": 0, "UNDETERMINED": 0, "MISSING": 1}
 
 
 def test_unknown_status_is_rejected():
@@ -127,7 +128,8 @@ def test_index_links_every_experiment(tmp_path):
     assert hrefs == ["sc_width/index.html", "sc_depth/index.html", "fslr_width/index.html"]
     assert all((tmp_path / h).is_file() for h in hrefs)
     text = index.read_text(encoding="utf-8")
-    assert "Total: 3 experiments, 18 runs, 3 failing claims" in text  # soft FAILs are not failures
+    # a hard FAIL and a hard UNDETERMINED per report; soft FAILs are not failures
+    assert "Total: 3 experiments, 18 runs, 6 hard claims not passing" in text
     assert '<span class="badge s-pass">3 PASS</span>' in text
 
 

@@ -23,10 +23,20 @@ class BestLR:
     lr: float
     loss: float
     grid_index: int  # position of lr in the group's sorted LR grid
+    # The best LR is the grid's smallest (largest): the true optimum may lie below (above) the grid.
+    open_below: bool = False
+    open_above: bool = False
+
+    @property
+    def on_edge(self) -> bool:
+        return self.open_below or self.open_above
 
 
 def best_lrs(results: list[RunResult]) -> list[BestLR]:
-    """Per (group, scale): the LR with the lowest final loss (ties: the smaller LR)."""
+    """Per (group, scale): the LR with the lowest final loss (ties: the smaller LR).
+
+    A scale at which every run diverged has no best LR and is left out (its losses all equal the cap).
+    """
     grids: dict[str, list[float]] = defaultdict(list)
     cells: dict[tuple[str, int], list[RunResult]] = defaultdict(list)
     for r in results:
@@ -36,6 +46,10 @@ def best_lrs(results: list[RunResult]) -> list[BestLR]:
     out = []
     for (group, scale), runs in sorted(cells.items()):
         finite = [r for r in runs if math.isfinite(r.loss)]
+        if all(r.diverged for r in finite):
+            continue
         best = min(finite, key=lambda r: (r.loss, r.lr))
-        out.append(BestLR(group, scale, best.lr, best.loss, sorted(grids[group]).index(best.lr)))
+        grid = sorted(grids[group])
+        i = grid.index(best.lr)
+        out.append(BestLR(group, scale, best.lr, best.loss, i, i == 0, i == len(grid) - 1))
     return out

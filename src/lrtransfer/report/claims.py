@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -13,10 +15,23 @@ from .html import Claim
 from .runs import RunRecord
 
 
-def verdict(name: str, metric: str, threshold: str, measured: str, ok: bool | None, soft: bool = False) -> Claim:
-    """``ok=None``: the runs needed for the claim are missing."""
+class Undetermined:
+    """The ``ok`` of a claim whose verdict depends on where an optimum beyond the edge of the LR grid lies."""
+
+    def __repr__(self) -> str:
+        return "UNDETERMINED"
+
+
+UNDETERMINED = Undetermined()
+
+
+def verdict(name: str, metric: str, threshold: str, measured: str, ok: bool | None | Undetermined,
+            soft: bool = False) -> Claim:
+    """``ok=None``: the runs needed for the claim are missing; ``UNDETERMINED``: see :func:`decide`."""
     if ok is None:
         status = "MISSING"
+    elif ok is UNDETERMINED:
+        status = "UNDETERMINED"
     else:
         status = ("SOFT-" if soft else "") + ("PASS" if ok else "FAIL")
     return Claim(name, metric, threshold, measured, status, soft)
@@ -34,18 +49,81 @@ def best_by(runs: list[RunRecord], scale_key: Callable[[RunRecord], float]) -> d
     return {b.scale: b for b in best_lrs(results)} if results else {}
 
 
-def shift(best: dict[float, BestLR]) -> int | None:
+@dataclass(frozen=True)
+class GridSteps:
+    """A shift or spread of best-LR grid positions: the measured ``value``, and the range [low, high] it could
+    span because an optimum on the edge of its LR grid may lie any number of steps beyond it."""
+
+    value: int
+    low: float
+    high: float
+    edges: str = ""  # which optima sit on an edge, for the report
+
+    def __str__(self) -> str:
+        if self.low == self.high:
+            return f"{self.value:+d}"
+        if math.isinf(self.low) and math.isinf(self.high):
+            bound = "any value"
+        else:
+            bound = f"≥ {self.low:+.0f}" if math.isinf(self.high) else f"≤ {self.high:+.0f}"
+        return f"{self.value:+d}, could be {bound} (best LR on the grid's edge at {self.edges})"
+
+    def candidates(self, beyond: int = 8) -> range:
+        """The values it could take; an unbounded side stands for up to ``beyond`` steps (every threshold
+        of the claims is within three steps of zero)."""
+        low = self.value - beyond if math.isinf(self.low) else int(self.low)
+        high = self.value + beyond if math.isinf(self.high) else int(self.high)
+        return range(low, high + 1)
+
+
+def _index_range(b: BestLR) -> tuple[float, float]:
+    return (-math.inf if b.open_below else b.grid_index), (math.inf if b.open_above else b.grid_index)
+
+
+def _edges(best: Iterable[tuple[float, BestLR]]) -> str:
+    return ", ".join(f"{s:g}: {b.lr:g}, the {'smallest' if b.open_below else 'largest'}" for s, b in best if b.on_edge)
+
+
+def shift(best: dict[float, BestLR]) -> GridSteps | None:
     """Grid steps the best LR moves from the smallest to the largest scale (signed); None if < 2 scales."""
     if len(best) < 2:
         return None
-    scales = sorted(best)
-    return best[scales[-1]].grid_index - best[scales[0]].grid_index
+    small, large = best[min(best)], best[max(best)]
+    (s_lo, s_hi), (l_lo, l_hi) = _index_range(small), _index_range(large)
+    return GridSteps(large.grid_index - small.grid_index, l_lo - s_hi, l_hi - s_lo,
+                     _edges([(min(best), small), (max(best), large)]))
 
 
-def spread(best: dict[float, BestLR]) -> int | None:
-    """Largest minus smallest grid index of the best LR over all scales."""
+def spread(best: dict[float, BestLR]) -> GridSteps | None:
+    """Largest minus smallest grid index of the best LR over all scales; None if < 2 scales."""
+    if len(best) < 2:
+        return None
     idx = [b.grid_index for b in best.values()]
-    return max(idx) - min(idx) if len(idx) >= 2 else None
+    ranges = [_index_range(b) for b in best.values()]
+    return GridSteps(max(idx) - min(idx), max(0.0, max(lo for lo, _ in ranges) - min(hi for _, hi in ranges)),
+                     max(hi for _, hi in ranges) - min(lo for lo, _ in ranges), _edges(best.items()))
+
+
+def decide(predicate: Callable[..., bool], *steps: GridSteps | None) -> bool | None | Undetermined:
+    """``predicate`` of the measured shifts/spreads if it holds for every value they could take, its negation
+    if it holds for none; ``UNDETERMINED`` if that depends on optima beyond the grid; None if one is missing."""
+    if any(s is None for s in steps):
+        return None
+    outcomes = {bool(predicate(*values)) for values in itertools.product(*(s.candidates() for s in steps))}
+    return outcomes.pop() if len(outcomes) == 1 else UNDETERMINED
+
+
+def edge_notes(best: dict[str, dict[float, BestLR]], labels: dict[str, str], what: str = "width") -> list[str]:
+    """A report note for every group ({group: its best LRs}, named by ``labels``) whose best LR is the edge of
+    its LR grid at some scale."""
+    notes = []
+    for group, label in labels.items():
+        edges = _edges(sorted(best.get(group, {}).items()))
+        if edges:
+            notes.append(f"{label}: the best LR is on the edge of the LR grid ({what} {edges}); the optimum may lie "
+                         "beyond it, so a claim that depends on where it is can be UNDETERMINED, and one read at the "
+                         "best LR uses the edge.")
+    return notes
 
 
 def common_optimum(best: dict[float, BestLR]) -> float | None:
@@ -57,7 +135,9 @@ def common_optimum(best: dict[float, BestLR]) -> float | None:
     return next(best[s].lr for s in sorted(best) if counts[best[s].lr] == top)
 
 
-def fmt(x: float | int | None, digits: int = 3) -> str:
+def fmt(x: float | int | GridSteps | None, digits: int = 3) -> str:
+    if isinstance(x, GridSteps):
+        return str(x)
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "n/a"
     return f"{x:+d}" if isinstance(x, int) else f"{x:.{digits}g}"

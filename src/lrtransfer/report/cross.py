@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import figures
-from .claims import fmt, verdict
+from .claims import edge_notes, fmt, verdict
 from .flerm import fslr_series
 from .html import ExperimentReport, Figure
 from .runs import ExperimentRuns
@@ -17,10 +17,12 @@ from .super_consistency import SHARP, at_lr, best_by, by_stage, common_optimum, 
 
 def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.finished)
-    claims, panels, cvs = [], {}, {}
-    for g, title in (("flerm", "SP + FLeRM"), ("mup", "µP"), ("sp", "SP")):
+    claims, panels, cvs, best = [], {}, {}, {}
+    titles = {"flerm": "SP + FLeRM", "mup": "µP", "sp": "SP"}
+    for g, title in titles.items():
         rs = stages.get(g, [])
-        lr = common_optimum(best_by(rs, width))
+        best[g] = best_by(rs, width)
+        lr = common_optimum(best[g])
         at = sorted(at_lr(rs, lr), key=width)
         cvs[title] = cv_over_time(at, SHARP)
         panels[f"{title} η0={fmt(lr)}"] = at
@@ -34,7 +36,7 @@ def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     return ExperimentReport("cross_flerm_sharpness", "", "Joining the papers: is FLeRM super consistent?",
                             "ResMLP on mnist1d with SGD: SP with FLeRM-set per-tensor LRs (base width 32, SGD record), "
                             "µP and SP; the rescaled sharpness along training at each one's best LR.",
-                            figs, claims, len(runs.finished))
+                            figs, claims, len(runs.finished), edge_notes(best, titles))
 
 
 def cross_mup_fslr(runs: ExperimentRuns, out: Path) -> ExperimentReport:

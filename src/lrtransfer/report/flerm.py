@@ -9,9 +9,9 @@ from typing import Callable
 import numpy as np
 
 from . import figures
-from .claims import best_by, fmt, lr_table, shift, spread, verdict
+from .claims import best_by, decide, edge_notes, fmt, lr_table, shift, spread, verdict
 from .html import ExperimentReport, Figure
-from .runs import ExperimentRuns, RunRecord
+from .runs import ExperimentRuns, RunRecord, merge_seeds
 from .super_consistency import by_stage, depth, width
 
 # Stages in panel order.
@@ -44,22 +44,29 @@ def shift_claims(stages, scale: Callable, label: str, sp_min: int, tag: str, sof
     best = {g: best_by(stages.get(g, []), scale) for g in ("sp", "flerm", "mup")}
     s_sp, s_fl, s_mu = (shift(best[g]) for g in ("sp", "flerm", "mup"))
     claims = [verdict(f"{tag}: SP best LR moves with {label}", f"SP shift ({lr_table(best['sp'], label)})",
-                      f"≤ −{sp_min} grid steps", fmt(s_sp), None if s_sp is None else s_sp <= -sp_min, soft_sp),
+                      f"≤ −{sp_min} grid steps", fmt(s_sp), decide(lambda s: s <= -sp_min, s_sp), soft_sp),
               verdict(f"{tag}: FLeRM best LR stays put", f"SP+FLeRM shift ({lr_table(best['flerm'], label)})",
-                      "|shift| ≤ 1", fmt(s_fl), None if s_fl is None else abs(s_fl) <= 1)]
+                      "|shift| ≤ 1", fmt(s_fl), decide(lambda s: abs(s) <= 1, s_fl))]
     if stages.get("mup"):
         claims.append(verdict(f"{tag} (comparison): µP best LR stays put", f"µP shift ({lr_table(best['mup'], label)})",
-                              "|shift| ≤ 1", fmt(s_mu), None if s_mu is None else abs(s_mu) <= 1, soft=True))
+                              "|shift| ≤ 1", fmt(s_mu), decide(lambda s: abs(s) <= 1, s_mu), soft=True))
     return claims
 
 
+def transfer_notes(stages, scale: Callable, label: str, prefix: str = "") -> list[str]:
+    """Notes on the groups whose best LR sits on the edge of the LR grid."""
+    return edge_notes({g: best_by(stages.get(g, []), scale) for g in GROUP_TITLES},
+                      {g: prefix + t for g, t in GROUP_TITLES.items()}, label)
+
+
 def base_optimal_gap(stages, scale: Callable) -> tuple[str, bool | None]:
-    """FLeRM's loss at the base model's best LR against each scale's best loss."""
+    """FLeRM's loss at the base model's best LR (the mean of its recording seeds) against each scale's best loss."""
+    base = best_by(merge_seeds(stages.get("base", [])), scale)
     flerm = stages.get("flerm", [])
     best = best_by(flerm, scale)
-    if len(best) < 2:
+    if len(base) != 1 or len(best) < 2:
         return "n/a", None
-    base_lr = best[min(best)].lr
+    base_lr = next(iter(base.values())).lr
     gaps = {}
     for s, b in best.items():
         at_base = [r.final_loss for r in flerm if scale(r) == s and math.isclose(r.lr, base_lr)]
@@ -78,7 +85,7 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "ResMLP (4 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
                             "function-space LRs (2 seeds, averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
                             "them; SP and µP for comparison.", transfer_figures(out, stages, width, "width"),
-                            claims, len(runs.finished))
+                            claims, len(runs.finished), transfer_notes(stages, width, "width"))
 
 
 def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -90,12 +97,13 @@ def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         claims.append(verdict("C (ablation): without the /m depth split FLeRM's best LR moves more",
                               f"shift without the split ({lr_table(ablation, 'depth')}) against FLeRM's ({fmt(s_fl)})",
                               "|shift| ≥ FLeRM's |shift| + 1", fmt(s_ns),
-                              None if s_ns is None or s_fl is None else abs(s_ns) >= abs(s_fl) + 1))
+                              decide(lambda n, f: abs(n) >= abs(f) + 1, s_ns, s_fl)))
     return ExperimentReport("flerm_depth", "", "FLeRM: depth transfer of a ResMLP (criterion C)",
                             "ResMLP on mnist1d whose residual-branch weights are initialised ×1/√(L/L_base), with no "
                             "forward multiplier (the FLeRM paper's ResMLP baseline), Adam; the base-depth model records; "
                             "deeper models split each base block's target over the blocks replacing it.",
-                            transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished))
+                            transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished),
+                            transfer_notes(stages, depth, "depth"))
 
 
 def best_loss_spread(runs: list[RunRecord], scale: Callable) -> float:
@@ -110,7 +118,7 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     s_fl = spread(best_by(fl, init_scale))
     claims = [verdict("E: FLeRM best LR is the same at every init scale",
                       f"spread of the best LR's grid index ({lr_table(best_by(fl, init_scale), 'init')})", "≤ 1",
-                      fmt(s_fl), None if s_fl is None else s_fl <= 1)]
+                      fmt(s_fl), decide(lambda s: s <= 1, s_fl))]
     l_sp, l_fl = best_loss_spread(sp, init_scale), best_loss_spread(fl, init_scale)
     claims.append(verdict("E: FLeRM evens out the best loss across init scales", "spread of the best loss (FLeRM vs SP)",
                           "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
@@ -119,19 +127,21 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "Transformer (width 32, 2 blocks, pre+post-mod norms, QK-norm) on Shakespeare, Adam, "
                             "hidden weights initialised init_scale times larger; FLeRM matches the record of the "
                             "init_scale=1 base model (2 seeds).",
-                            transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished))
+                            transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished),
+                            transfer_notes(stages, init_scale, "init scale"))
 
 
 def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    claims, figs = [], []
+    claims, figs, notes = [], [], []
     for norm in sorted({r.tags.get("norm", "") for r in runs.finished}):
         stages = by_stage([r for r in runs.finished if r.tags.get("norm") == norm])
         claims += shift_claims(stages, width, "width", 1, f"D ({norm})")
         figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
+        notes += transfer_notes(stages, width, "width", prefix=f"{norm}: ")
     return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
                             "Character-level Shakespeare, 2-block Transformer with QK-norm, Adam, heads of dimension 16; "
                             "norm placements pre, post and pre_post_mod; width-32 base records.", figs, claims,
-                            len(runs.finished))
+                            len(runs.finished), notes)
 
 
 def fslr_series(r: RunRecord, weighted: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -189,9 +199,10 @@ def mnist1d_width_lr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     best = {p: best_by(rs, width) for p, rs in stages.items()}
     s_sp, s_mu = shift(best["sp"]), shift(best["mup"])
     claims = [verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −2", fmt(s_sp),
-                      None if s_sp is None else s_sp <= -2),
+                      decide(lambda s: s <= -2, s_sp)),
               verdict("µP best LR transfers across width", f"µP shift ({lr_table(best['mup'])})", "|shift| ≤ 1",
-                      fmt(s_mu), None if s_mu is None else abs(s_mu) <= 1)]
+                      fmt(s_mu), decide(lambda s: abs(s) <= 1, s_mu))]
     return ExperimentReport("mnist1d_width_lr", "", "Width transfer with Adam: SP against µP",
                             "ResMLP (2 blocks) on mnist1d, Adam, widths 32-1024 × 8 LRs, SP and µP (base width 32).",
-                            transfer_figures(out, stages, width, "width"), claims, len(runs.finished))
+                            transfer_figures(out, stages, width, "width"), claims, len(runs.finished),
+                            edge_notes(best, {"sp": "SP", "mup": "µP"}))

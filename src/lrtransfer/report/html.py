@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 # Canonical order; summaries always carry every status so claims.json has a fixed schema.
-STATUSES = ("PASS", "FAIL", "SOFT-FAIL", "SOFT-PASS", "MISSING")
+STATUSES = ("PASS", "FAIL", "SOFT-FAIL", "SOFT-PASS", "UNDETERMINED", "MISSING")
 _COLOURS = {"PASS": "#2e9e44", "FAIL": "#d73a3a", "SOFT-FAIL": "#e8a317",
-            "SOFT-PASS": "#9bd39b", "MISSING": "#b0b0b0"}
+            "SOFT-PASS": "#9bd39b", "UNDETERMINED": "#8fb3d9", "MISSING": "#b0b0b0"}
 
 
 @dataclass
@@ -157,13 +157,13 @@ def write_index(reports: list[ExperimentReport], root: Path) -> Path:
     for r in reports:
         for s, n in r.summary.items():
             total[s] += n
-    # Soft claims never fail the suite, so only hard FAILs are called out as failures.
-    hard_fails = sum(c.status == "FAIL" and not c.soft for r in reports for c in r.claims)
+    # Soft claims never fail the suite, so only hard ones that did not pass are called out.
+    hard_fails = sum(c.status in ("FAIL", "UNDETERMINED") and not c.soft for r in reports for c in r.claims)
     body = "\n".join([
         "<h1>Experiment reports</h1>",
         "<table>\n" + "\n".join([head, *rows]) + "\n</table>",
         f'<p class="total">Total: {len(reports)} experiments, {sum(r.runs for r in reports)} runs, '
-        f"{hard_fails} failing claims &middot; {_badges(total)}</p>",
+        f"{hard_fails} hard claims not passing &middot; {_badges(total)}</p>",
     ])
     path = Path(root) / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)

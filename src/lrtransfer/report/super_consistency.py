@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from . import figures
-from .claims import best_by, common_optimum, cv, fmt, lr_table, shift, spread, verdict
+from .claims import best_by, common_optimum, cv, decide, edge_notes, fmt, lr_table, shift, spread, verdict
 from .html import ExperimentReport, Figure
 from .runs import ExperimentRuns, RunRecord, aligned, merge_seeds
 
 SHARP = "hessian/sharpness_rescaled"
+NTK = "ntk/rescaled_eig_0"
 
 
 def width(r: RunRecord) -> float:
@@ -70,13 +71,13 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims = []
     s_mup, s_ntp, s_sp = (shift(best[g]) for g in ("mup", "ntp", "sp"))
     claims.append(verdict("A1: µP best LR transfers across width", f"best-LR shift, smallest→largest width ({lr_table(best['mup'])})",
-                          "|shift| ≤ 1 grid step", fmt(s_mup), None if s_mup is None else abs(s_mup) <= 1))
+                          "|shift| ≤ 1 grid step", fmt(s_mup), decide(lambda s: abs(s) <= 1, s_mup)))
     claims.append(verdict("A2: NTP best LR grows with width, more than µP's", f"NTP shift ({lr_table(best['ntp'])})",
-                          "≥ +1 and > |µP shift|", fmt(s_ntp), None if None in (s_ntp, s_mup) else s_ntp >= 1 and s_ntp > abs(s_mup)))
+                          "≥ +1 and > |µP shift|", fmt(s_ntp), decide(lambda n, m: n >= 1 and n > abs(m), s_ntp, s_mup)))
     claims.append(verdict("A2 (target): NTP shift of at least two grid steps", "NTP shift", "≥ +2", fmt(s_ntp),
-                          None if s_ntp is None else s_ntp >= 2, soft=True))
+                          decide(lambda n: n >= 2, s_ntp), soft=True))
     claims.append(verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −1", fmt(s_sp),
-                          None if s_sp is None else s_sp <= -1))
+                          decide(lambda s: s <= -1, s_sp)))
     mup_opt, ntp_opt = at_lr(mup, opt["mup"]), at_lr(ntp, opt["ntp"])
     cv_mup, cv_ntp = cv_over_time(mup_opt, SHARP), cv_over_time(ntp_opt, SHARP)
     claims.append(verdict("A3: µP rescaled sharpness is super consistent",
@@ -125,7 +126,7 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "ResMLP on mnist1d, SGD without momentum at batch 32, a width × LR grid per parametrization "
                             "(µP and NTP 2 seeds, read as their mean; SP one); the top Hessian eigenvalue measured "
                             "on a fixed batch of 256 along training.",
-                            figs, claims, len(runs.finished))
+                            figs, claims, len(runs.finished), edge_notes(best, {"mup": "µP", "ntp": "NTP", "sp": "SP"}))
 
 
 def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
@@ -135,26 +136,32 @@ def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
 
 
 def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    rs = sorted(runs.finished, key=width)
-    cv_h, cv_k = final_cv(rs, SHARP), final_cv(rs, "ntk/eig_0")
-    cv_k_early = final_cv(rs, "ntk/eig_0", 0.25)
+    best = best_by(runs.finished, width)
+    lr = common_optimum(best)
+    rs = sorted(at_lr(runs.finished, lr), key=width)
+    cv_h, cv_k = final_cv(rs, SHARP), final_cv(rs, NTK)
+    cv_k_early = final_cv(rs, NTK, 0.25)
     claims = [verdict("A6: NTK eigenvalues spread across width more than the Hessian's",
-                      "CV across widths at the last checkpoint: NTK λmax vs rescaled Hessian λmax", "NTK ≥ 2× Hessian",
-                      f"{fmt(cv_k)} vs {fmt(cv_h)}", None if math.isnan(cv_k) or math.isnan(cv_h) else cv_k >= 2 * cv_h,
-                      soft=True),
+                      f"CV across widths at the last checkpoint, η0={fmt(lr)}: λmax(J D Jᵀ) vs λmax(D½HD½)",
+                      "NTK ≥ 2× Hessian", f"{fmt(cv_k)} vs {fmt(cv_h)}",
+                      None if math.isnan(cv_k) or math.isnan(cv_h) else cv_k >= 2 * cv_h, soft=True),
               verdict("A6: the NTK spread grows over training", "NTK CV across widths at 25% vs the end",
                       "end > 25%", f"{fmt(cv_k_early)} → {fmt(cv_k)}",
                       None if math.isnan(cv_k) or math.isnan(cv_k_early) else cv_k > cv_k_early, soft=True)]
-    lr = rs[0].lr if rs else math.nan
-    figs = [Figure(figures.trajectories(out / "ntk_vs_hessian.png", {
-        "Hessian λmax(D½HD½)": {f"width {width(r):g}": r.history(SHARP) for r in rs},
-        "NTK λmax (logits, all pairs)": {f"width {width(r):g}": r.history("ntk/eig_0") for r in rs}}, "eigenvalue",
-        logy=True), f"µP at η0={lr:g}: the rescaled top Hessian eigenvalue and the top eigenvalue of the empirical NTK "
-                    "along training, per width.")]
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": runs.finished}, width, "width"),
+                   "Final train loss against η0 per width; the claims read the best LR."),
+            Figure(figures.trajectories(out / "ntk_vs_hessian.png", {
+                "Hessian λmax(D½HD½)": {f"width {width(r):g}": r.history(SHARP) for r in rs},
+                "NTK λmax(J D Jᵀ) (logits, all pairs)": {f"width {width(r):g}": r.history(NTK) for r in rs}},
+                "eigenvalue", logy=True),
+                f"µP at η0={fmt(lr)}: the top eigenvalues of the Hessian and of the empirical NTK along training, "
+                "per width, both rescaled by the per-tensor LRs D.")]
     return ExperimentReport("sc_ntk", "", "Super Consistency: Hessian against NTK eigenvalues (A6)",
-                            "µP ResMLP on mnist1d, SGD at the sc_width optimum, zero-initialised readout; Hessian on a "
-                            "fixed batch of 64 and the NTK of the 640 (example, class) logits of that batch. The NTK is "
-                            "the raw JJᵀ (not rescaled by the per-tensor LRs).", figs, claims, len(runs.finished))
+                            "µP ResMLP on mnist1d, SGD at batch 128 over a small LR grid, zero-initialised readout; "
+                            "Hessian on a fixed batch of 64 and the NTK of the 640 (example, class) logits of that "
+                            "batch, both rescaled by the per-tensor LR multipliers D (the raw JJᵀ, also logged, "
+                            "shrinks like 1/width under µP).", figs, claims, len(runs.finished),
+                            edge_notes({"mup": best}, {"mup": "µP"}))
 
 
 def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -164,8 +171,7 @@ def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     opt = common_optimum(best)
     at = sorted(at_lr(mup, opt), key=width)
     claims = [verdict("A7: µP loss curves share their argmin", f"µP best LR per width ({lr_table(best)})",
-                      "same grid point at every width", fmt(spread(best)),
-                      None if spread(best) is None else spread(best) == 0)]
+                      "same grid point at every width", fmt(spread(best)), decide(lambda s: s == 0, spread(best)))]
     dev = {}
     if at and not at[-1].diverged:
         ref_s, ref_v = at[-1].history(SHARP)
@@ -215,7 +221,8 @@ def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "for 500 steps, µP (relative to width 1: the paper's γ = √N) vs NTP; Hessian and "
                             "Gauss-Newton top eigenvalues every 25 steps. The loss of the LR curves is the mean over "
                             "the whole run, since every stable LR ends at machine precision.",
-                            figs, claims, len(runs.finished))
+                            figs, claims, len(runs.finished), edge_notes({"mup": best, "ntp": best_by(ntp, width)},
+                                                                         {"mup": "µP", "ntp": "NTP"}))
 
 
 def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -228,14 +235,14 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     cv1 = cv_over_time(at, SHARP)
     nb_diverged = [depth(r) for r in at_lr(nb, opt) if r.diverged]
     claims = [verdict("A10: depth-µP (k=1) best LR transfers across depth", f"shift ({lr_table(best['k1'], 'depth')})",
-                      "|shift| ≤ 1", fmt(s1), None if s1 is None else abs(s1) <= 1),
+                      "|shift| ≤ 1", fmt(s1), decide(lambda s: abs(s) <= 1, s1)),
               verdict("A10: depth-µP (k=1) rescaled sharpness is consistent across depth",
                       f"median CV across depths after warm-up, η0={fmt(opt)}", "≤ 0.3", fmt(cv1),
                       None if math.isnan(cv1) else cv1 <= 0.3),
               verdict("A11: without the 1/√L branch multiplier transfer breaks",
                       f"shift ({lr_table(best['nb'], 'depth')}); depths diverging at η0={fmt(opt)}",
                       "|shift| ≥ 1 or the deepest diverge", f"{fmt(s_nb)}; {nb_diverged or 'none'}",
-                      None if s_nb is None else abs(s_nb) >= 1 or bool(nb_diverged), soft=True)]
+                      decide(lambda s: abs(s) >= 1 or bool(nb_diverged), s_nb), soft=True)]
     groups = {"k=1 (depth-µP)": k1, "k=2": k2, "k=1, no branch multiplier": nb}
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, depth, "depth"),
                    "Final train loss against η0 per depth."),
@@ -244,7 +251,8 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     return ExperimentReport("sc_depth", "", "Super Consistency across depth (A10-A11)",
                             "Depth-µP ResMLP of width 64 on mnist1d, SGD with 32 warm-up steps; one layer per residual "
                             "branch, two layers, and one layer without the 1/√L branch multiplier.",
-                            figs, claims, len(runs.finished))
+                            figs, claims, len(runs.finished),
+                            edge_notes(best, {"k1": "k=1", "k2": "k=2", "nb": "k=1, no branch multiplier"}, "depth"))
 
 
 def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -260,7 +268,7 @@ def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         if len(p) and len(p) == len(t) and not r.diverged:
             ratio[width(r)] = float(np.median((p / t)[len(p) // 2:]))
     claims = [verdict("µP Adam: best LR transfers across width", f"shift ({lr_table(best)})", "|shift| ≤ 1", fmt(s),
-                      None if s is None else abs(s) <= 1, soft=True),
+                      decide(lambda x: abs(x) <= 1, s), soft=True),
               verdict("µP Adam: preconditioned sharpness at its stability threshold",
                       "median over the second half of λmax(P⁻¹H)/threshold, per width", "∈ [0.5, 1.5]",
                       ", ".join(f"w{w:g}: {fmt(x)}" for w, x in ratio.items()) or "n/a",
@@ -275,4 +283,5 @@ def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                    "Adam-preconditioned sharpness over its threshold (2+2β1)/((1−β1)η) per width.")]
     return ExperimentReport("sc_adam", "", "Super Consistency with Adam: µP Transformer (soft at small scale)",
                             "µP Transformer on character-level Shakespeare, Adam (ε=1e-12), 20 warm-up steps; the "
-                            "preconditioned sharpness on a fixed batch every 50 steps.", figs, claims, len(runs.finished))
+                            "preconditioned sharpness on a fixed batch every 50 steps.", figs, claims, len(runs.finished),
+                            edge_notes({"mup": best}, {"mup": "µP"}))
