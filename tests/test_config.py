@@ -87,6 +87,13 @@ BAD = {
     "param.name=fancy": "param.name: Invalid value 'fancy'",
     "model=transformer data=shakespeare model.width=40": "model.width=40: must be divisible by model.head_dim=16",
     "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
+    "tracking.uri=htp://host:5000": "tracking.uri=htp://host:5000: must start with one of sqlite:///",
+    "tracking.experiment=''": "tracking.experiment=: must be a non-empty name",
+    "seed=-1": "seed=-1: must be in [0, 2**32)",
+    "train.eval_batch_size=0": "train.eval_batch_size=0: must be at least 1",
+    "measure.spectra.tol=-1": "measure.spectra.tol=-1.0: must be positive",
+    "measure.spectra.max_iter=0": "measure.spectra.max_iter=0: must be at least measure.spectra.k",
+    "measure.spectra.trace_probes=0": "measure.spectra.trace_probes=0: must be at least 1",
 }
 
 
@@ -95,7 +102,7 @@ BAD = {
 def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, multirun):
     argv = ["lrtransfer-train", *(["-m", "seed=0,1"] if multirun else []), "scale=smoke",
             f"tracking.uri=sqlite:///{tmp_path}/m.db", *args.split()]
-    if "tracking.uri=http" in args:
+    if "tracking.uri=" in args:
         argv.remove(f"tracking.uri=sqlite:///{tmp_path}/m.db")
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:

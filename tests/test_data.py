@@ -16,6 +16,13 @@ def test_mnist1d_is_generated_cached_and_deterministic(tmp_path):
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
 
 
+def test_mnist1d_sizes_that_are_not_multiples_of_ten(tmp_path):
+    """mnist1d rounds its sample count down to a multiple of 10; the loader asks for enough."""
+    data = load_mnist1d(1024, 101, tmp_path)
+    assert (len(data.x_train), len(data.x_test)) == (1024, 101)
+    assert set(data.y_train.tolist()) == set(range(10))
+
+
 def test_shakespeare_text_is_stripped_and_tokenised(tmp_path):
     text = shakespeare_text()
     assert len(text) > 4_000_000 and "**" not in text and "\n#" not in text

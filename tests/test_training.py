@@ -116,16 +116,66 @@ def test_prechecked_sweeper_composes_each_job_once(sweeper, compositions, tracki
     assert len(calls) == compositions
 
 
+def wait_for_checkpoint(job_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not list(job_dir.glob("checkpoint/*/last.pt")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+
+
+def test_jobs_sharing_a_checkpoint_dir_resume_only_their_own_runs(make_cfg, tracking_uri, tmp_path):
+    """A checkpoint of another configuration in the same directory is not this job's: it starts its own run."""
+    shared = [f"train.checkpoint_dir={tmp_path}/ckpt", "train.checkpoint_every=2", "train.steps=6"]
+    first = run_training(make_cfg("optim.lr=0.01", *shared), tmp_path / "a")
+    second = run_training(make_cfg("optim.lr=0.02", *shared), tmp_path / "b")
+    client = mlflow_client(tracking_uri)
+    assert first["run_id"] != second["run_id"] and second["steps"] == 6
+    assert "resumed" not in client.get_run(second["run_id"]).data.tags
+    again = run_training(make_cfg("optim.lr=0.01", *shared), tmp_path / "c")  # the same configuration: resumed
+    assert again["run_id"] == first["run_id"]
+    assert len(list((tmp_path / "ckpt").glob("*/last.pt"))) == 2
+
+
+def test_sigterm_ends_the_run_killed_and_a_rerun_resumes_it(tracking_uri, tmp_path):
+    """SIGTERM's default action would kill the process with its run still RUNNING."""
+    common = ["scale=smoke", "model.width=16", "model.depth=1", "train.steps=3000", "train.batch_size=16",
+              "train.checkpoint_every=200", f"data.cache_dir={tmp_path}/cache", f"tracking.uri={tracking_uri}",
+              f"hydra.run.dir={tmp_path}/job"]
+    job = train_cli(*common, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_checkpoint(tmp_path / "job", job)
+    assert job.poll() is None, "the run finished before it could be stopped; make it longer"
+    job.send_signal(signal.SIGTERM)
+    assert job.wait(timeout=60) != 0
+    client = mlflow_client(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["error"].startswith("Terminated")
+    r = train_cli(*common, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["resumed"] == "true"
+    assert "error" not in resumed.data.tags  # the interruption is no longer the run's outcome
+
+
+def test_a_combination_rejected_inside_a_sweep_is_recorded_failed(tracking_uri, tmp_path):
+    """The precheck varies one axis at a time; a bad combination of two is found in its job and kept on record."""
+    r = train_cli("-m", "scale=smoke", f"tracking.uri={tracking_uri}", "tracking.experiment=combo",
+                  f"data.cache_dir={tmp_path}/cache", "data.n_train=336,256", "train.batch_size=32,300",
+                  "train.steps=2", f"hydra.sweep.dir={tmp_path}/sweep", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "data.n_train=256: must be at least train.batch_size=300" in r.stderr
+    client = mlflow_client(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("combo").experiment_id])
+    jobs = sorted((x.info.status, x.data.tags.get("error", "")[:40]) for x in runs if x.data.tags.get("sweep") != "true")
+    assert [s for s, _ in jobs] == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+    assert jobs[0][1].startswith("error: data.n_train=256")
+
+
 def test_resume_after_kill_continues_the_same_run(tracking_uri, tmp_path):
     common = ["scale=smoke", "model.width=16", "model.depth=1", "train.steps=3000", "train.batch_size=16",
               "train.eval_every=500", "train.final_window=20", "train.checkpoint_every=200",
               "tracking.flush_every=50", f"data.cache_dir={tmp_path}/cache"]
     killed = train_cli(*common, f"tracking.uri={tracking_uri}", f"hydra.run.dir={tmp_path}/job", cwd=tmp_path,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path / "job" / "checkpoint" / "last.pt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and time.time() < deadline and killed.poll() is None:
-        time.sleep(0.05)
+    wait_for_checkpoint(tmp_path / "job", killed)
     assert killed.poll() is None, "the run finished before it could be killed; make it longer"
     killed.send_signal(signal.SIGKILL)
     killed.wait()

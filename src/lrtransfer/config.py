@@ -244,6 +244,10 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
+# Tracking stores: a SQLite file, an MLflow server, or a database MLflow's SQL store speaks directly.
+TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql", "mssql")
+
+
 def validate(cfg: Any) -> None:
     """Reject well-typed but invalid values before any work starts."""
     m, o, t, d = cfg.model, cfg.optim, cfg.train, cfg.data
@@ -272,6 +276,8 @@ def validate(cfg: Any) -> None:
     _check(t.eval_every >= 0, "train.eval_every", t.eval_every, "must be non-negative")
     _check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "must be non-negative")
     _check(t.divergence_loss > 0, "train.divergence_loss", t.divergence_loss, "must be positive")
+    _check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "must be at least 1")
+    _check(0 <= cfg.seed < 2**32, "seed", cfg.seed, "must be in [0, 2**32)")
     _check(d.n_train >= t.batch_size or _name(d.name) in ("shakespeare", "wikitext103"), "data.n_train",
            d.n_train, f"must be at least train.batch_size={t.batch_size}")
     _check(d.seq_len >= 2, "data.seq_len", d.seq_len, "must be at least 2")
@@ -280,6 +286,10 @@ def validate(cfg: Any) -> None:
     _check(sp.batch_size >= 1, "measure.spectra.batch_size", sp.batch_size, "must be at least 1")
     _check(sp.k >= 1, "measure.spectra.k", sp.k, "must be at least 1")
     _check(sp.ntk >= 0, "measure.spectra.ntk", sp.ntk, "must be non-negative")
+    _check(sp.tol is None or sp.tol > 0, "measure.spectra.tol", sp.tol, "must be positive (or null: the default)")
+    _check(sp.max_iter is None or sp.max_iter >= max(sp.k, sp.ntk), "measure.spectra.max_iter", sp.max_iter,
+           f"must be at least measure.spectra.k and .ntk ({max(sp.k, sp.ntk)}), or null")
+    _check(sp.trace_probes >= 1, "measure.spectra.trace_probes", sp.trace_probes, "must be at least 1")
     _check(not sp.preconditioned or _name(o.name) != "sgd", "measure.spectra.preconditioned", True,
            "needs optim=adam or adamw")
     f = cfg.fslr
@@ -290,6 +300,10 @@ def validate(cfg: Any) -> None:
         _check(m.depth % m.base_depth == 0, "model.depth", m.depth,
                f"must be a multiple of model.base_depth={m.base_depth} for FLeRM's depth mapping")
     _check(cfg.tracking.flush_every >= 1, "tracking.flush_every", cfg.tracking.flush_every, "must be at least 1")
+    _check(bool(str(cfg.tracking.experiment).strip()), "tracking.experiment", cfg.tracking.experiment,
+           "must be a non-empty name")
+    _check(str(cfg.tracking.uri).startswith(TRACKING_SCHEMES), "tracking.uri", cfg.tracking.uri,
+           f"must start with one of {', '.join(TRACKING_SCHEMES)}")
 
 
 def _name(value: Any) -> str:

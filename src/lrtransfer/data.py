@@ -123,21 +123,26 @@ def _columns(ds, *names: str) -> list[np.ndarray]:
 
 
 def load_mnist1d(n_train: int, n_test: int, cache_dir: Path) -> ArrayData:
+    # mnist1d makes the same number of samples per class, rounding the total down to a multiple of 10
+    needed = n_train + n_test
+    requested = -(-needed // 10) * 10
+
     def build():
         import datasets
         from mnist1d.data import get_dataset_args, make_dataset
 
         args = get_dataset_args()
-        args.num_samples, args.train_split, args.seed = n_train + n_test, n_train / (n_train + n_test), DATA_SEED
+        args.num_samples, args.train_split, args.seed = requested, n_train / requested, DATA_SEED
         raw = make_dataset(args)
         x = np.concatenate([raw["x"], raw["x_test"]]).astype(np.float32)
         y = np.concatenate([raw["y"], raw["y_test"]]).astype(np.int64)
         return datasets.Dataset.from_dict({"x": x, "y": y})
 
-    x, y = _columns(_cached(f"mnist1d-{n_train}-{n_test}", cache_dir, build), "x", "y")
+    key = f"mnist1d-{n_train}-{n_test}" + ("" if requested == needed else f"-of{requested}")
+    x, y = _columns(_cached(key, cache_dir, build), "x", "y")
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    if len(x) < n_train + n_test:
-        raise DataUnavailableError(f"data.n_train={n_train}: mnist1d produced only {len(x)} samples")
+    if len(x) < needed:
+        raise DataUnavailableError(f"data.n_train + data.n_test = {needed}: mnist1d produced only {len(x)} samples")
     return ArrayData(x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test],
                      "classification")
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class Requeued(SystemExit):
@@ -49,3 +51,29 @@ class PreemptionGuard:
                 raise Requeued(exc.code) from None
         raise SystemExit(f"stopped on {signal.Signals(self.signum).name} after saving a checkpoint; "
                          "run the same job again to resume")
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived (``kill``, ``timeout``, a stopping container): the run ends KILLED, not RUNNING."""
+
+
+@contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` inside the block, so that the run is closed on the way out.
+
+    Only where nothing else handles SIGTERM (its default action would kill the process at once and leave
+    the MLflow run RUNNING); a handler already installed, such as submitit's under Slurm, is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -117,6 +117,8 @@ class RunTracker:
             self.client.update_run(run_id, status="RUNNING")
             self._logged_until = self._last_logged_steps()
             self.set_tags({"resumed": "true"})
+            if "error" in self.tags():  # the interruption it resumes from is no longer the run's outcome
+                self.client.delete_tag(run_id, "error")
 
     def _last_logged_steps(self) -> dict[str, int]:
         keys = self.client.get_run(self.run_id).data.metrics.keys()

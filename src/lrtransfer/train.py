@@ -27,14 +27,19 @@ register_configs()
 def hydra_main(cfg: DictConfig) -> float | None:
     import os
 
-    from .trainer import run_training
+    from .trainer import record_rejected_job, run_training
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    parent_run_id = cfg.tracking.parent_run_id or os.environ.get(PARENT_RUN_ENV)
     try:
-        validate(cfg)
-        result = run_training(cfg, hc.runtime.output_dir,
-                              parent_run_id=cfg.tracking.parent_run_id or os.environ.get(PARENT_RUN_ENV),
+        try:
+            validate(cfg)
+        except UserError as exc:
+            if multirun:  # a combination the precheck (one axis at a time) could not see: keep it on record
+                record_rejected_job(cfg, f"error: {one_line(exc)}", parent_run_id)
+            raise
+        result = run_training(cfg, hc.runtime.output_dir, parent_run_id=parent_run_id,
                               hydra_config=OmegaConf.to_container(hc, resolve=False, enum_to_str=True))
     except UserError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

@@ -27,7 +27,7 @@ from .errors import UserError
 from .models import LinearNet, ResMLP, ScalableModel, Transformer
 from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
-from .preemption import PreemptionGuard, Requeued
+from .preemption import PreemptionGuard, Requeued, terminate_as_exit
 from .spectra import SpectraSettings
 from .tracking import RunTracker, find_finished_run, flatten
 
@@ -150,9 +150,11 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     Any exception marks the run FAILED (traceback logged as an artifact) and is re-raised.
     """
     t = cfg.train
-    ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint")
-    ckpt = load_checkpoint(ckpt_dir)
     tags = run_tags(cfg)
+    # One folder per configuration: a job only ever resumes its own run, also where several jobs share
+    # a checkpoint_dir or a job directory is reused with other overrides.
+    ckpt_dir = Path(t.checkpoint_dir or Path(output_dir) / "checkpoint") / tags["config_hash"]
+    ckpt = load_checkpoint(ckpt_dir)
     if cfg.reuse and ckpt is None:
         done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, tags["config_hash"])
         if done is not None:
@@ -175,7 +177,8 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
             array = os.environ.get("SLURM_ARRAY_JOB_ID")
             job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ["SLURM_JOB_ID"]
             tracker.set_tags({"slurm_job_id": job})
-        result = _train(cfg, tracker, ckpt_dir, ckpt)
+        with terminate_as_exit():
+            result = _train(cfg, tracker, ckpt_dir, ckpt)
     except Requeued:
         tracker.finish("SCHEDULED")  # checkpointed; Slurm runs it again and it resumes this run
         raise
@@ -186,6 +189,19 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
         raise
     tracker.finish("FINISHED")
     return {**result, "run_id": tracker.run_id, "status": "DIVERGED" if result["diverged"] else "FINISHED"}
+
+
+def record_rejected_job(cfg: DictConfig, error: str, parent_run_id: str | None = None) -> None:
+    """A FAILED run (tag ``error``) for a sweep job whose configuration was rejected before it could start,
+    so that the sweep's record and summary count it.  Best effort: a configuration too broken to reach
+    MLflow (a bad tracking URI) is only reported on stderr."""
+    try:
+        tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name=cfg.tracking.run_name or
+                             default_run_name(cfg), parent_run_id=parent_run_id, tags=run_tags(cfg))
+    except Exception:
+        return
+    tracker.set_tags({"error": error})
+    tracker.finish("FAILED")
 
 
 def reused_result(run) -> dict[str, Any]:

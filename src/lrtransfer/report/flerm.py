@@ -165,8 +165,9 @@ def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         series = fslr_series(stages[stage][0])
         weights = {n: s for n, s in series.items() if n.endswith(".weight") and "norm" not in n}
         first = {n: s[1][0] for n, s in series.items()}
+        # every bias against its own layer's weight, a norm's bias against its gain
         ratios = {n: first[n] / first[n[:-5] + ".weight"] for n in series
-                  if n.endswith(".bias") and n[:-5] + ".weight" in weights and first[n[:-5] + ".weight"] > 0}
+                  if n.endswith(".bias") and first.get(n[:-5] + ".weight", 0) > 0}
         claims.append(verdict(f"F ({stage}): biases move the function much less than their weights",
                               "largest bias/weight function-space LR ratio at step 0", "< 0.1",
                               f"{fmt(max(ratios.values()))} ({max(ratios, key=ratios.get)})" if ratios else "n/a",
