@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from conftest import mlflow_client
 from lrtransfer.config import validate
 from lrtransfer.data import load_data
 from lrtransfer.paths import CONF_DIR
@@ -111,6 +112,19 @@ def test_bad_input_is_one_line(monkeypatch, capsys, tmp_path, args, multirun):
     assert exit_info.value.code == 2
     assert len(err.splitlines()) == 1 and err.startswith("error: ") and BAD[args] in err
     assert not (tmp_path / "m.db").exists(), "nothing may be recorded before the input is valid"
+
+
+def test_a_deleted_experiment_is_one_line(monkeypatch, capsys, tmp_path):
+    uri = f"sqlite:///{tmp_path}/m.db"
+    client = mlflow_client(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "-m", "seed=0,1", "scale=smoke", f"tracking.uri={uri}",
+                                      "tracking.experiment=gone"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "tracking.experiment=gone: this MLflow experiment is deleted" in err
 
 
 def test_bad_value_inside_a_sweep_axis_is_caught_before_any_job(monkeypatch, capsys, tmp_path):

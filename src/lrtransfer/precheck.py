@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from .config import register_configs, validate
 from .paths import CONF_DIR
-from .tracking import check_tracking_uri
+from .tracking import check_experiment, check_tracking_uri
 
 # Hydra flags that take a value, and flags that mean "do not run".
 _FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
@@ -70,6 +70,7 @@ def precheck(argv: list[str], config_name: str = "config") -> None:
             cfg = compose(config_name, overrides=variant)
             validate(cfg)
     check_tracking_uri(OmegaConf.select(first, "tracking.uri"))
+    check_experiment(OmegaConf.select(first, "tracking.uri"), OmegaConf.select(first, "tracking.experiment"))
 
 
 def first_value(override: str) -> str:

@@ -60,9 +60,23 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     return None
 
 
+def _require_active(exp, name: str) -> None:
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise TrackingUnavailableError(f"tracking.experiment={name}: this MLflow experiment is deleted; restore it "
+                                       "(`mlflow experiments restore`) or choose another name")
+
+
+def check_experiment(uri: str, name: str) -> None:
+    """One line instead of a failed job per run when ``name`` is a deleted experiment (MLflow keeps the name)."""
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        return  # a database yet to be created has no experiments
+    _require_active(client_for(uri).get_experiment_by_name(name), name)
+
+
 def ensure_experiment(client, name: str, uri: str) -> str:
     """Create the database schema and the experiment once (a fresh SQLite DB races otherwise)."""
     exp = client.get_experiment_by_name(name)
+    _require_active(exp, name)
     if exp is not None:
         return exp.experiment_id
     try:
