@@ -125,12 +125,12 @@ def wait_for_checkpoint(job_dir: Path, process: subprocess.Popen, timeout: float
 def test_jobs_sharing_a_checkpoint_dir_resume_only_their_own_runs(make_cfg, tracking_uri, tmp_path):
     """A checkpoint of another configuration in the same directory is not this job's: it starts its own run."""
     shared = [f"train.checkpoint_dir={tmp_path}/ckpt", "train.checkpoint_every=2", "train.steps=6"]
-    first = run_training(make_cfg("optim.lr=0.01", *shared), tmp_path / "a")
-    second = run_training(make_cfg("optim.lr=0.02", *shared), tmp_path / "b")
+    first = run_training(make_cfg("optim.lr=0.001", *shared), tmp_path / "a")
+    second = run_training(make_cfg("optim.lr=0.002", *shared), tmp_path / "b")
     client = mlflow_client(tracking_uri)
     assert first["run_id"] != second["run_id"] and second["steps"] == 6
     assert "resumed" not in client.get_run(second["run_id"]).data.tags
-    again = run_training(make_cfg("optim.lr=0.01", *shared), tmp_path / "c")  # the same configuration: resumed
+    again = run_training(make_cfg("optim.lr=0.001", *shared), tmp_path / "c")  # the same configuration: resumed
     assert again["run_id"] == first["run_id"]
     assert len(list((tmp_path / "ckpt").glob("*/last.pt"))) == 2
 
