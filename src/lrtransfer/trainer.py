@@ -159,9 +159,7 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
         done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, tags["config_hash"])
         if done is not None:
             return reused_result(done)
-    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=ckpt["run_id"] if ckpt else None,
-                         run_name=cfg.tracking.run_name or default_run_name(cfg),
-                         parent_run_id=parent_run_id, tags=tags)
+    tracker = open_run(cfg, parent_run_id, tags, run_id=ckpt["run_id"] if ckpt else None)
     try:
         if ckpt is None:
             container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
@@ -191,13 +189,18 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     return {**result, "run_id": tracker.run_id, "status": "DIVERGED" if result["diverged"] else "FINISHED"}
 
 
+def open_run(cfg: DictConfig, parent_run_id: str | None, tags: dict[str, str], run_id: str | None = None) -> RunTracker:
+    """The job's MLflow run: a new one, or ``run_id`` reopened (a resumed job)."""
+    return RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id=run_id,
+                      run_name=cfg.tracking.run_name or default_run_name(cfg), parent_run_id=parent_run_id, tags=tags)
+
+
 def record_rejected_job(cfg: DictConfig, error: str, parent_run_id: str | None = None) -> None:
     """A FAILED run (tag ``error``) for a sweep job whose configuration was rejected before it could start,
     so that the sweep's record and summary count it.  Best effort: a configuration too broken to reach
     MLflow (a bad tracking URI) is only reported on stderr."""
     try:
-        tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_name=cfg.tracking.run_name or
-                             default_run_name(cfg), parent_run_id=parent_run_id, tags=run_tags(cfg))
+        tracker = open_run(cfg, parent_run_id, run_tags(cfg))
     except Exception:
         return
     tracker.set_tags({"error": error})

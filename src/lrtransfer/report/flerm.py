@@ -40,8 +40,12 @@ def transfer_figures(out: Path, stages: dict[str, list[RunRecord]], scale: Calla
                    f"{prefix}the same grids as heat maps; the box marks each {label}'s best LR.")]
 
 
-def shift_claims(stages, scale: Callable, label: str, sp_min: int, tag: str, soft_sp: bool = False) -> list:
-    best = {g: best_by(stages.get(g, []), scale) for g in ("sp", "flerm", "mup")}
+def group_best(stages, scale: Callable) -> dict[str, dict]:
+    """{group: its best LR per scale} for every group of GROUP_TITLES (empty where the stage did not run)."""
+    return {g: best_by(stages.get(g, []), scale) for g in GROUP_TITLES}
+
+
+def shift_claims(stages, best: dict[str, dict], label: str, sp_min: int, tag: str, soft_sp: bool = False) -> list:
     s_sp, s_fl, s_mu = (shift(best[g]) for g in ("sp", "flerm", "mup"))
     claims = [verdict(f"{tag}: SP best LR moves with {label}", f"SP shift ({lr_table(best['sp'], label)})",
                       f"≤ −{sp_min} grid steps", fmt(s_sp), decide(lambda s: s <= -sp_min, s_sp), soft_sp),
@@ -53,10 +57,9 @@ def shift_claims(stages, scale: Callable, label: str, sp_min: int, tag: str, sof
     return claims
 
 
-def transfer_notes(stages, scale: Callable, label: str, prefix: str = "") -> list[str]:
+def transfer_notes(best: dict[str, dict], label: str, prefix: str = "") -> list[str]:
     """Notes on the groups whose best LR sits on the edge of the LR grid."""
-    return edge_notes({g: best_by(stages.get(g, []), scale) for g in GROUP_TITLES},
-                      {g: prefix + t for g, t in GROUP_TITLES.items()}, label)
+    return edge_notes(best, {g: prefix + t for g, t in GROUP_TITLES.items()}, label)
 
 
 def base_optimal_gap(stages, scale: Callable) -> tuple[str, bool | None]:
@@ -77,7 +80,8 @@ def base_optimal_gap(stages, scale: Callable) -> tuple[str, bool | None]:
 
 def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.finished)
-    claims = shift_claims(stages, width, "width", 2, "B")
+    best = group_best(stages, width)
+    claims = shift_claims(stages, best, "width", 2, "B")
     measured, ok = base_optimal_gap(stages, width)
     claims.append(verdict("B: FLeRM at the base model's best LR is near each width's best", "loss gap per width",
                           "≤ max(0.02, 2%)", measured, ok))
@@ -85,15 +89,16 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "ResMLP (4 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
                             "function-space LRs (2 seeds, averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
                             "them; SP and µP for comparison.", transfer_figures(out, stages, width, "width"),
-                            claims, len(runs.finished), transfer_notes(stages, width, "width"))
+                            claims, len(runs.finished), transfer_notes(best, "width"))
 
 
 def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.finished)
-    claims = shift_claims(stages, depth, "depth", 2, "C")
+    best = group_best(stages, depth)
+    claims = shift_claims(stages, best, "depth", 2, "C")
     if stages.get("flerm_no_split"):
-        ablation = best_by(stages["flerm_no_split"], depth)
-        s_fl, s_ns = shift(best_by(stages.get("flerm", []), depth)), shift(ablation)
+        ablation = best["flerm_no_split"]
+        s_fl, s_ns = shift(best["flerm"]), shift(ablation)
         claims.append(verdict("C (ablation): without the /m depth split FLeRM's best LR moves more",
                               f"shift without the split ({lr_table(ablation, 'depth')}) against FLeRM's ({fmt(s_fl)})",
                               "|shift| ≥ FLeRM's |shift| + 1", fmt(s_ns),
@@ -103,23 +108,22 @@ def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "forward multiplier (the FLeRM paper's ResMLP baseline), Adam; the base-depth model records; "
                             "deeper models split each base block's target over the blocks replacing it.",
                             transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished),
-                            transfer_notes(stages, depth, "depth"))
+                            transfer_notes(best, "depth"))
 
 
-def best_loss_spread(runs: list[RunRecord], scale: Callable) -> float:
-    best = best_by(runs, scale)
+def best_loss_spread(best: dict) -> float:
     losses = [b.loss for b in best.values()]
     return max(losses) - min(losses) if len(losses) >= 2 else math.nan
 
 
 def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.finished)
-    sp, fl = stages.get("sp", []), stages.get("flerm", [])
-    s_fl = spread(best_by(fl, init_scale))
+    best = group_best(stages, init_scale)
+    s_fl = spread(best["flerm"])
     claims = [verdict("E: FLeRM best LR is the same at every init scale",
-                      f"spread of the best LR's grid index ({lr_table(best_by(fl, init_scale), 'init')})", "≤ 1",
+                      f"spread of the best LR's grid index ({lr_table(best['flerm'], 'init')})", "≤ 1",
                       fmt(s_fl), decide(lambda s: s <= 1, s_fl))]
-    l_sp, l_fl = best_loss_spread(sp, init_scale), best_loss_spread(fl, init_scale)
+    l_sp, l_fl = best_loss_spread(best["sp"]), best_loss_spread(best["flerm"])
     claims.append(verdict("E: FLeRM evens out the best loss across init scales", "spread of the best loss (FLeRM vs SP)",
                           "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
                           None if math.isnan(l_sp) or math.isnan(l_fl) else l_fl <= l_sp / 2))
@@ -128,16 +132,17 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "hidden weights initialised init_scale times larger; FLeRM matches the record of the "
                             "init_scale=1 base model (2 seeds).",
                             transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished),
-                            transfer_notes(stages, init_scale, "init scale"))
+                            transfer_notes(best, "init scale"))
 
 
 def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims, figs, notes = [], [], []
     for norm in sorted({r.tags.get("norm", "") for r in runs.finished}):
         stages = by_stage([r for r in runs.finished if r.tags.get("norm") == norm])
-        claims += shift_claims(stages, width, "width", 1, f"D ({norm})")
+        best = group_best(stages, width)
+        claims += shift_claims(stages, best, "width", 1, f"D ({norm})")
         figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
-        notes += transfer_notes(stages, width, "width", prefix=f"{norm}: ")
+        notes += transfer_notes(best, "width", prefix=f"{norm}: ")
     return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
                             "Character-level Shakespeare, 2-block Transformer with QK-norm, Adam, heads of dimension 16; "
                             "norm placements pre, post and pre_post_mod; width-32 base records.", figs, claims,

@@ -60,9 +60,10 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
 
 
 def _orthogonalise(v: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``v`` (a vector, or vectors as rows) made orthogonal to the rows of ``basis``."""
     # Classical Gram-Schmidt done twice: "twice is enough" for orthogonality to working precision.
     for _ in range(2):
-        v = v - basis.T @ (basis @ v)
+        v = v - (v @ basis.T) @ basis
     return v
 
 
@@ -123,7 +124,7 @@ def lanczos(op: Operator, k: int, tol: float, max_iter: int, start: torch.Tensor
         w = torch.stack([op(v) for v in block])
         diag = (block @ w.T).double().cpu()
         t[lo:hi, lo:hi] = (diag + diag.T) / 2
-        w = _orthogonalise_rows(w, basis[:hi])
+        w = _orthogonalise(w, basis[:hi])
         theta, s = torch.linalg.eigh(t[:hi, :hi])
         scale = theta.abs().max().item()
         block, coupling, exact = _orthonormal_block(w, basis[:hi], tol * scale, op, generator)
@@ -143,11 +144,6 @@ def lanczos(op: Operator, k: int, tol: float, max_iter: int, start: torch.Tensor
     top = s[:, -k:].flip(1).to(op.device, op.dtype)  # (m, k), descending Ritz values
     return EigenResult(theta[-k:].flip(0).to(op.device, op.dtype), top.T @ basis[:hi])
 
-
-def _orthogonalise_rows(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    for _ in range(2):  # classical Gram-Schmidt twice, as _orthogonalise, for every row at once
-        w = w - (w @ basis.T) @ basis
-    return w
 
 
 def power_iteration(op: Operator, k: int, tol: float, max_iter: int, init: torch.Tensor | None,
