@@ -95,6 +95,8 @@ BAD = {
     "measure.spectra.tol=-1": "measure.spectra.tol=-1.0: must be positive",
     "measure.spectra.max_iter=0": "measure.spectra.max_iter=0: must be at least measure.spectra.k",
     "measure.spectra.trace_probes=0": "measure.spectra.trace_probes=0: must be at least 1",
+    "+foo=1": "foo=1: no such configuration key",
+    "+fslr.base.widht=64": "fslr.base.widht=64: no such configuration key",
 }
 
 
@@ -120,11 +122,18 @@ def test_a_deleted_experiment_is_one_line(monkeypatch, capsys, tmp_path):
     client.delete_experiment(client.create_experiment("gone"))
     monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "-m", "seed=0,1", "scale=smoke", f"tracking.uri={uri}",
                                       "tracking.experiment=gone"])
+    capsys.readouterr()  # MLflow's own log lines from creating the database above
     with pytest.raises(SystemExit) as exit_info:
         main()
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "tracking.experiment=gone: this MLflow experiment is deleted" in err
+
+
+def test_free_form_dicts_take_added_keys(make_cfg):
+    from lrtransfer.config import unknown_keys
+    assert unknown_keys(make_cfg("+tags.owner=me", "+stages.extra={seed: 1}")) == []
+    assert unknown_keys(make_cfg("+model.bar=1", "+seed2=0")) == ["model.bar", "seed2"]
 
 
 def test_bad_value_inside_a_sweep_axis_is_caught_before_any_job(monkeypatch, capsys, tmp_path):

@@ -1,5 +1,6 @@
 """Spectra and function-space LRs measured inside training and recorded in MLflow."""
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -73,6 +74,20 @@ def test_record_then_flerm_at_four_times_the_width(make_cfg, tracking_uri, tmp_p
     assert run.data.metrics["lr_mult/blocks.0.branch.1.weight"] < 1.0
 
 
+def test_flerm_takes_only_base_runs_recorded_with_its_own_settings(make_cfg, tracking_uri, tmp_path):
+    from lrtransfer.fslr import BaseRecordError
+    base = ["model.base_width=32", "model.depth=1", "model.base_depth=1", "fslr.warmup_samples=3", "optim=adam"]
+    for batch in (16, 24):  # the same base model recorded at two batch sizes, as two scales would
+        run_training(make_cfg(*base, "model.width=32", "fslr.mode=record", f"train.batch_size={batch}"),
+                     tmp_path / f"base{batch}")
+    wide = run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm", "train.batch_size=24"), tmp_path / "w")
+    client = mlflow_client(tracking_uri)
+    assert client.get_run(wide["run_id"]).data.tags["fslr_base"] == "1 base run(s) in experiment 'default'"
+    with pytest.raises(BaseRecordError, match="no finished base run"):  # no base at this LR schedule
+        run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm", "train.batch_size=24",
+                              "train.warmup_steps=2"), tmp_path / "w2")
+
+
 def test_flerm_without_a_base_run_fails_in_one_line(monkeypatch, capsys, tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "scale=smoke", f"tracking.uri={uri}", "fslr.mode=flerm",
@@ -130,3 +145,48 @@ def test_spectra_hook_skips_a_measurement_at_non_finite_weights():
         model.input.weight[0, 0] = float("inf")
     assert hook.before_step(1) == {}
     assert [r["step"] for r in hook.monitor.records] == [0]
+
+
+def test_a_resumed_spectra_hook_warm_starts_as_the_uninterrupted_one():
+    torch.manual_seed(0)
+    model = ResMLP(8, 4, 16, 1)
+    batch = (torch.randn(32, 8), torch.randint(0, 4, (32,)))
+
+    def hook():
+        settings = SpectraSettings(every=2, tol=1e-3)
+        return SpectraHook(model, F.cross_entropy, batch, settings, build_optimizer(model, "sgd", 0.1), "sgd", 0.1)
+
+    uninterrupted = hook()
+    uninterrupted.before_step(0)
+    saved = torch.load(_roundtrip(uninterrupted.state_dict()), weights_only=False)  # as a checkpoint holds it
+    resumed = hook()
+    resumed.load_state_dict(saved)
+    later, again = uninterrupted.before_step(2), resumed.before_step(2)
+    assert again["spectra/hvps"] == later["spectra/hvps"] < hook().before_step(2)["spectra/hvps"]  # warm < cold
+    assert again["hessian/eig_0"] == later["hessian/eig_0"]
+    assert [r["step"] for r in resumed.monitor.records] == [0, 2]
+
+
+def _roundtrip(state):
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize("experiment", ["flerm_width", "flerm_depth", "flerm_transformer", "flerm_init_scale",
+                                        "cross_flerm_sharpness"])
+@pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
+def test_every_flerm_job_of_the_suite_finds_a_base_its_experiment_records(experiment, scale):
+    """The base key a FLeRM job searches for is one that the experiment's record stage tags its runs with."""
+    from lrtransfer.experiment_plan import stage_job_configs, stages_and_grid
+    from lrtransfer.flerm_base import base_key
+    from lrtransfer.trainer import run_tags
+    recorded, wanted = set(), set()
+    for _, cfg in stage_job_configs(experiment, scale, *stages_and_grid(experiment, scale)):
+        mode = str(cfg.fslr.mode.value)
+        if mode == "record":
+            recorded.add(run_tags(cfg)["fslr_base_key"])
+        elif mode == "flerm":
+            wanted.add(base_key(cfg, cfg.model.base_width, cfg.model.base_depth, cfg.fslr.base.init_scale))
+    assert wanted and wanted <= recorded

@@ -53,3 +53,14 @@ def test_unreachable_server_is_one_line():
     with pytest.raises(TrackingUnavailableError) as info:
         check_tracking_uri(f"http://127.0.0.1:{free_port()}", timeout=2)
     assert "\n" not in str(info.value) and "MLflow server is not reachable" in str(info.value)
+
+
+def test_start_refuses_a_port_something_else_answers_on(tmp_path, capsys):
+    with socket.socket() as other:  # someone else's service on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        assert mlflow_server.main(["start", "--root", str(tmp_path), "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --port={port}: something already listens at http://127.0.0.1:{port}; stop it or choose another port"
+    assert not (tmp_path / "server.pid").exists()

@@ -65,3 +65,17 @@ def test_seeds_of_one_configuration_are_read_as_their_mean(tmp_path):
     assert (diverging.final_loss, diverging.diverged) == (5.5, True)
     assert diverging.history("sharp")[1].tolist() == [1.0, 2.0]
     assert not isinstance(lone, SeedMean) and lone.final_loss == 4.0
+
+
+def test_final_loss_reads_the_metric_the_report_asks_for(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("exp", artifact_location=str(tmp_path / "artifacts"))
+    for seed, (window, fixed) in enumerate([(1.0, 3.0), (2.0, 5.0)]):
+        run_id = make_run(client, exp_id, "FINISHED", stage="mup", width="32", lr="0.5", seed=str(seed),
+                          config_hash=str(seed))
+        client.log_metric(run_id, "final/train_loss", window)
+        client.log_metric(run_id, "final/fixed_train_loss", fixed)
+    assert merge_seeds(load_runs(uri, "exp", "small").finished)[0].final_loss == 1.5
+    fixed_runs = load_runs(uri, "exp", "small", loss_metric="final/fixed_train_loss").finished
+    assert sorted(r.final_loss for r in fixed_runs) == [3.0, 5.0] and merge_seeds(fixed_runs)[0].final_loss == 4.0

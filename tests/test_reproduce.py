@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -105,3 +106,24 @@ def test_reports_show_every_image_in_chromium(smoke, browser):
         loaded, total = images_loaded(browser, profile, page)
         assert total > 0 and loaded == total, (experiment, loaded, total)
     assert images_loaded(browser, profile, tmp / "reports" / "index.html") == (len(SUITE), len(SUITE))
+
+
+def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke", "--experiments", "sc_width,sc_ntk",
+           "--outputs", str(tmp_path / "outputs"), "--reports", str(tmp_path / "reports")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    seen = []
+    for line in proc.stdout:  # the first job of the first stage is training
+        seen.append(line)
+        if "Launching" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    seen += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    out = "".join(seen)
+    assert "== [1/" in out and "== [2/" not in out and "building reports" not in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]

@@ -331,6 +331,19 @@ def test_ntk_exact_and_lanczos_match_dense(name):
     assert auto_stats.hvps == 0  # small problem: the exact Gram matrix
 
 
+def test_auto_ntk_bounds_the_gram_matrix_too(monkeypatch):
+    """More outputs than parameters: the Gram matrix (outputs²) is the larger dense object."""
+    from lrtransfer.spectra import ntk
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 20, bias=False).double()  # 20 parameters, 8 × 20 = 160 outputs
+    x = torch.randn(8, 1, dtype=torch.float64)
+    monkeypatch.setattr(ntk, "EXACT_MAX_ENTRIES", 160 * 40)  # J (160 × 20) fits, the Gram (160 × 160) does not
+    stats = SpectraStats()
+    auto = top_ntk_eigenvalues(model, x, k=1, stats=stats)
+    assert stats.hvps > 0  # Lanczos
+    assert rel_err(auto, top_ntk_eigenvalues(model, x, k=1, method="exact")) < 1e-8
+
+
 @pytest.mark.parametrize("name", ["resmlp", "transformer"])
 def test_rescaled_ntk_is_j_d_jt(name):
     """Θ_D = J D Jᵀ with a per-tensor D (the LR multipliers), exact and by Lanczos, against the dense product."""

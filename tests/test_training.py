@@ -39,6 +39,22 @@ def test_short_run_logs_expected_metrics(make_cfg, tracking_uri, tmp_path):
     assert artifacts == {"config/composed.yaml", "config/resolved.yaml"}
 
 
+def test_final_fixed_batch_train_loss_is_the_final_models_loss_on_the_same_examples(make_cfg, tracking_uri, tmp_path):
+    from lrtransfer.data import load_data
+    from lrtransfer.trainer import build_model, evaluate, fixed_train_batch
+    cfg = make_cfg("train.steps=12", "train.checkpoint_every=12", "train.eval_batch_size=40")
+    result = run_training(cfg, tmp_path / "job")
+    data = load_data(cfg.data)
+    model = build_model(cfg, data)
+    (checkpoint,) = (tmp_path / "job" / "checkpoint").glob("*/last.pt")
+    model.load_state_dict(torch.load(checkpoint, weights_only=False)["model"])
+    fixed = fixed_train_batch(data, 40)
+    logged = mlflow_client(tracking_uri).get_run(result["run_id"]).data.metrics["final/fixed_train_loss"]
+    assert logged == pytest.approx(evaluate(model, data.loss, *fixed), rel=1e-6)
+    assert logged != pytest.approx(evaluate(model, data.loss, *data.eval_batch(40)), rel=1e-6)  # train, not test data
+    assert torch.equal(fixed_train_batch(data, 40)[0], fixed[0])  # every run (any seed) is judged on these examples
+
+
 def test_same_seed_same_history_and_seed_matters(make_cfg, tracking_uri, tmp_path):
     client = mlflow_client(tracking_uri)
     runs = [run_training(make_cfg(f"seed={s}", "train.steps=8"), tmp_path / str(i))["run_id"]
@@ -63,6 +79,7 @@ def test_diverged_run_is_recorded(make_cfg, tracking_uri, tmp_path):
     assert result["diverged"] and run.info.status == "FINISHED"
     assert run.data.tags["diverged"] == "true"
     assert run.data.metrics["final/train_loss"] == 10.0 and run.data.metrics["final/diverged"] == 1.0
+    assert run.data.metrics["final/fixed_train_loss"] == 10.0
 
 
 def train_cli(*args, cwd, timeout=240, **popen):
@@ -90,6 +107,21 @@ def test_sweep_goes_on_past_diverged_and_failed_jobs(tracking_uri, tmp_path):
                       ("mnist1d", "0.001", "FINISHED", "false"), ("mnist1d", "10000.0", "FINISHED", "true")]
     assert "4 jobs" in r.stdout and "1 DIVERGED" in r.stdout and "2 FAILED" in r.stdout
     assert "dataset 'cifar10' is not available" in r.stderr
+
+
+def test_sweep_summary_counts_jobs_in_every_experiment_and_reused_ones(tracking_uri, tmp_path):
+    args = ["-m", "scale=smoke", f"tracking.uri={tracking_uri}", "tracking.experiment=one,two", "reuse=true",
+            "train.steps=3", f"data.cache_dir={tmp_path}/cache"]
+    first = train_cli(*args, f"hydra.sweep.dir={tmp_path}/first", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "2 jobs, 2 FINISHED" in first.stdout
+    again = train_cli(*args, f"hydra.sweep.dir={tmp_path}/again", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "2 jobs, 2 REUSED FINISHED" in again.stdout
+    client = mlflow_client(tracking_uri)
+    parents = client.search_runs([client.get_experiment_by_name("default").experiment_id],
+                                 order_by=["attributes.start_time DESC"])
+    assert parents[0].data.tags["jobs_reused_finished"] == "2"
 
 
 @pytest.mark.parametrize("sweeper, compositions", [("basic", 4), ("prechecked", 2)])

@@ -1,20 +1,22 @@
 """Typed config schemas (registered in Hydra's ConfigStore) and value checks.
 
-OmegaConf rejects unknown keys and wrong types at compose time; :func:`validate` rejects values
-that are well-typed but meaningless (a negative width, a zero LR, ...).  Both surface as one line
+OmegaConf rejects unknown keys and wrong types at compose time; :func:`validate` rejects keys that
+Hydra's ``+key=value`` added past the schema, and values that are well-typed but meaningless (a negative
+width, a zero LR, ...).  Both surface as one line
 through :func:`lrtransfer.errors.one_line`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any, Optional
 
-import os
-
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .errors import ConfigError
 
@@ -239,6 +241,11 @@ def register_configs() -> None:
     cs.store(name="schema", node=Config)
 
 
+def fingerprint(container: Any) -> str:
+    """A short stable hash of plain (JSON-serialisable) config values."""
+    return hashlib.sha1(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r}: {why}")
@@ -248,8 +255,26 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql", "mssql")
 
 
+def unknown_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of ``node`` that its schema does not declare (free-form dicts such as ``tags`` take any)."""
+    schema = OmegaConf.get_type(node)
+    if not is_dataclass(schema):
+        return []
+    declared = {f.name for f in fields(schema)}
+    found = []
+    for key in node.keys():
+        if key not in declared:
+            found.append(f"{prefix}{key}")
+        elif isinstance(child := node._get_node(key), DictConfig):
+            found += unknown_keys(child, f"{prefix}{key}.")
+    return found
+
+
 def validate(cfg: Any) -> None:
-    """Reject well-typed but invalid values before any work starts."""
+    """Reject keys outside the schema and well-typed but invalid values before any work starts."""
+    for key in unknown_keys(cfg):
+        _check(False, key, OmegaConf.select(cfg, key), "no such configuration key (a typo? `+` adds keys the "
+               "schema does not know, and nothing would read it)")
     m, o, t, d = cfg.model, cfg.optim, cfg.train, cfg.data
     _check(m.width >= 1, "model.width", m.width, "must be a positive integer")
     _check(m.base_width >= 1, "model.base_width", m.base_width, "must be a positive integer")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Iterator
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .config import compose_experiment, validate
 from .trainer import config_hash
@@ -38,16 +39,14 @@ def _sweep(key: str, values: str) -> list:
     return list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
 
 
-def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]],
-                        grid: dict[str, str]) -> dict[str, set[str]]:
-    """{stage: the configuration hash of every job it launches}, for ``experiment``'s ``stages`` and ``grid``
-    at ``scale`` (as :func:`stages_and_grid` returns them).
+def stage_job_configs(experiment: str, scale: str, stages: dict[str, list[str]],
+                      grid: dict[str, str]) -> Iterator[tuple[str, DictConfig]]:
+    """(stage, configuration) of every job of ``experiment``'s ``stages`` and ``grid`` at ``scale`` (as
+    :func:`stages_and_grid` returns them), validated: a bad value raises before anything runs, naming it.
 
     One composition per stage and value of a config-group axis (e.g. ``param=sp,mup``); the other axes
-    are set on a copy, as Hydra sets command-line values on the composed configuration.  Every job's
-    configuration is validated on the way: a bad value raises before anything runs, naming it.
+    are set on a copy, as Hydra sets command-line values on the composed configuration.
     """
-    hashes: dict[str, set[str]] = {}
     for stage, overrides in stages.items():
         pinned = [o for o in overrides if "," not in o]
         axes = {**grid, **dict(o.split("=", 1) for o in overrides if "," in o)}
@@ -55,7 +54,6 @@ def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]
             axes.pop(key, None)
         groups = {k: _sweep(k, v) for k, v in axes.items() if "." not in k}
         values = {k: _sweep(k, v) for k, v in axes.items() if "." in k}
-        hashes[stage] = set()
         for group_point in itertools.product(*groups.values()):
             chosen = [f"{k}={v}" for k, v in zip(groups, group_point)]
             base = compose_experiment(experiment, scale, *stage_overrides(stage, pinned), *chosen)
@@ -64,7 +62,15 @@ def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]
                 for key, value in zip(values, point):
                     OmegaConf.update(cfg, key, value, merge=True)
                 validate(cfg)
-                hashes[stage].add(config_hash(cfg))
+                yield stage, cfg
+
+
+def stage_config_hashes(experiment: str, scale: str, stages: dict[str, list[str]],
+                        grid: dict[str, str]) -> dict[str, set[str]]:
+    """{stage: the configuration hash of every job it launches} (see :func:`stage_job_configs`)."""
+    hashes: dict[str, set[str]] = {stage: set() for stage in stages}
+    for stage, cfg in stage_job_configs(experiment, scale, stages, grid):
+        hashes[stage].add(config_hash(cfg))
     return hashes
 
 

@@ -1,8 +1,11 @@
 """Where FLeRM's base record comes from: an explicit file or run, or the base model's runs in MLflow.
 
 The base model is the target's configuration at ``model.base_width``, ``model.base_depth`` and
-``fslr.base.init_scale``, trained with ``fslr.mode=record`` at the same base LR, parametrization and
-optimizer. Records of every matching finished run (one per seed) are averaged elementwise.
+``fslr.base.init_scale``, trained with ``fslr.mode=record``: the same model otherwise, parametrization,
+optimizer and base LR, data, batch size, LR schedule and FSLR estimator.  Record runs carry that as the tag
+``fslr_base_key`` (:func:`base_key`), so a base recorded with other settings (another scale's batch size,
+say, in the same MLflow experiment) is never taken.  Records of every matching finished run (one per seed)
+are averaged elementwise.
 """
 
 from __future__ import annotations
@@ -11,20 +14,37 @@ import json
 import tempfile
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from .config import fingerprint
 from .fslr import BaseRecordError, average_records, check_record, load_record, map_base_record
 
 RECORD_ARTIFACT = "fslr/record.json"
 
 
-def base_run_filter(cfg, value) -> str:
-    m = cfg.model
-    tags = {"fslr_mode": "record", "model": value(m.name), "param": value(cfg.param.name),
-            "optim": value(cfg.optim.name), "lr": str(cfg.optim.lr), "width": str(m.base_width),
-            "depth": str(m.base_depth), "init_scale": str(float(cfg.fslr.base.init_scale)),
-            "data": value(cfg.data.name)}
-    if value(m.name) == "transformer":
-        tags["norm"] = value(m.norm)
-    return " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items()) + " and attributes.status = 'FINISHED'"
+# What a base record does not depend on: where things are stored, how the run is measured and logged,
+# its seed (records of all seeds are averaged), and how long it trains (a target reads the steps it needs).
+_NOT_IN_BASE_KEY = ("tracking", "reuse", "stages", "device", "tags", "seed", "scale", "measure")
+_TRAIN_IN_BASE_KEY = ("batch_size", "warmup_steps", "schedule")
+_FSLR_IN_BASE_KEY = ("method", "warmup_samples", "beta", "every")  # every: the record's step spacing
+
+
+def base_key(cfg, width: int, depth: int, init_scale: float) -> str:
+    """Fingerprint of the record run ``cfg`` would be at ``width``, ``depth`` and ``init_scale``: the tag a
+    record run carries for its own sizes, and the one a FLeRM target looks for at its base sizes."""
+    c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    for key in _NOT_IN_BASE_KEY:
+        c.pop(key, None)
+    c["model"].update(width=int(width), depth=int(depth), init_scale=float(init_scale))
+    c["data"] = {k: v for k, v in c["data"].items() if k not in ("path", "cache_dir")}
+    c["train"] = {k: c["train"][k] for k in _TRAIN_IN_BASE_KEY}
+    c["fslr"] = {k: c["fslr"][k] for k in _FSLR_IN_BASE_KEY}
+    return fingerprint(c)
+
+
+def base_run_filter(cfg) -> str:
+    key = base_key(cfg, cfg.model.base_width, cfg.model.base_depth, cfg.fslr.base.init_scale)
+    return f"tags.fslr_mode = 'record' and tags.fslr_base_key = '{key}' and attributes.status = 'FINISHED'"
 
 
 def _run_record(client, run_id: str) -> dict:
@@ -47,14 +67,15 @@ def find_base_record(cfg, client, value) -> tuple[dict, str]:
         return _run_record(client, base.run_id), f"run {base.run_id}"
     name = base.experiment or cfg.tracking.experiment
     exp = client.get_experiment_by_name(name)
-    query = base_run_filter(cfg, value)
+    query = base_run_filter(cfg)
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=1000) if exp else []
     if not runs:
         raise BaseRecordError(
             f"fslr.mode=flerm: no finished base run in experiment {name!r} with model={value(cfg.model.name)} "
             f"width={cfg.model.base_width} depth={cfg.model.base_depth} lr={cfg.optim.lr} "
-            f"init_scale={cfg.fslr.base.init_scale}; run it first with fslr.mode=record model.width="
-            f"{cfg.model.base_width} model.depth={cfg.model.base_depth}, or set fslr.base.run_id / fslr.base.path")
+            f"init_scale={cfg.fslr.base.init_scale} and this run's other settings (data, optimizer, batch size, "
+            f"schedule, FSLR estimator); run it first with fslr.mode=record model.width={cfg.model.base_width} "
+            f"model.depth={cfg.model.base_depth}, or set fslr.base.run_id / fslr.base.path")
     records = [_run_record(client, r.info.run_id) for r in runs]
     return average_records(records), f"{len(records)} base run(s) in experiment {name!r}"
 

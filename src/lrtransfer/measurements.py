@@ -64,10 +64,10 @@ class SpectraHook(StepHook):
             return {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"records": list(self.monitor.records)}
+        return self.monitor.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.monitor.records = list(state["records"])
+        self.monitor.load_state_dict(state)
 
     def write_artifacts(self, directory: Path) -> list[Path]:
         return [self.monitor.save_npz(directory / "spectra.npz")] if self.monitor.records else []

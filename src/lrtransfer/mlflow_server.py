@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from .errors import UserError
 from .paths import PROJECT_DIR
 from .tracking import check_tracking_uri
 
@@ -52,8 +54,14 @@ def wait_until_healthy(url: str, timeout: float = 90.0, proc: subprocess.Popen |
 def start(root: Path = DEFAULT_ROOT, host: str = "127.0.0.1", port: int = 5055, backend_uri: str | None = None,
           allowed_hosts: str | None = None) -> str:
     """Start a server in the background (pid file ``root/server.pid``) and wait for /health; -> URL."""
-    root.mkdir(parents=True, exist_ok=True)
     url = f"http://{host}:{port}"
+    try:  # something already listening would answer /health for ours
+        socket.create_connection((host, port), timeout=2.0).close()
+    except OSError:
+        pass
+    else:
+        raise UserError(f"--port={port}: something already listens at {url}; stop it or choose another port")
+    root.mkdir(parents=True, exist_ok=True)
     log = open(root / "server.log", "ab")
     proc = subprocess.Popen(server_command(root, host, port, backend_uri, allowed_hosts), stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -107,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped" if stop(args.root) else f"no server pid file under {args.root}")
         return 0
     if args.action == "start":
-        url = start(args.root, args.host, args.port, args.backend_store_uri, args.allowed_hosts)
+        try:
+            url = start(args.root, args.host, args.port, args.backend_store_uri, args.allowed_hosts)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"mlflow server at {url} (pid file {args.root / 'server.pid'}); jobs: tracking.uri={url}")
         return 0
     args.root.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from .errors import one_line
 from .experiment_plan import stage_config_hashes, stage_overrides, stages_and_grid
 from .paths import CONF_DIR, PROJECT_DIR
 from .precheck import first_value, precheck
+from .preemption import Terminated, terminate_as_exit
 from .report.__main__ import SUITE, build_reports, tracking_target
 from .tracking import finished_config_hashes
 
@@ -49,6 +50,8 @@ def run_stage(argv: list[str]) -> bool:
     -> whether it failed. A failed stage is reported and the rest go on."""
     try:
         train.main(argv, checked=True)
+    except Terminated:
+        raise  # SIGTERM stops the suite, not just the job it hit
     except SystemExit as exc:
         return exc.code not in (0, None)
     except Exception as exc:  # the launcher itself failed (e.g. Slurm unreachable)
@@ -104,4 +107,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with terminate_as_exit():  # SIGTERM anywhere ends in Terminated: runs and sweeps are closed on the way out
+        sys.exit(main())

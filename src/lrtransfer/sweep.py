@@ -14,20 +14,20 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config import register_configs
-from .tracking import PARENT_RUN_ENV, RunTracker, child_runs
+from .tracking import PARENT_RUN_ENV, RunTracker, child_runs, reused_runs
 
 
-def job_status(run) -> str:
-    if run.info.status == "FINISHED" and run.data.tags.get("diverged") == "true":
-        return "DIVERGED"
-    return run.info.status
+def job_status(run, reused: bool = False) -> str:
+    status = "DIVERGED" if run.info.status == "FINISHED" and run.data.tags.get("diverged") == "true" else run.info.status
+    return f"REUSED {status}" if reused else status
 
 
-def summary_table(runs) -> str:
+def summary_table(jobs: list[tuple[object, str]]) -> str:
+    """One row per (run, status) of a sweep's jobs."""
     rows = [("run", "status", "requeued", "final/train_loss", "slurm job", "run_id")]
-    for r in runs:
+    for r, status in jobs:
         loss = r.data.metrics.get("final/train_loss")
-        rows.append((r.info.run_name, job_status(r), r.data.tags.get("requeued", "0"),
+        rows.append((r.info.run_name, status, r.data.tags.get("requeued", "0"),
                      "-" if loss is None else f"{loss:.4g}", r.data.tags.get("slurm_job_id", "-"), r.info.run_id))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
@@ -79,16 +79,18 @@ class SweepCallback(Callback):
         ``aborted``: the launcher raised, and cluster jobs may still be running; leave their runs be."""
         if not aborted:
             close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id))
-        runs = child_runs(self.parent.client, self.parent.run_id)
+        client = self.parent.client
+        jobs = [(r, job_status(r)) for r in child_runs(client, self.parent.run_id)]
+        jobs += [(r, job_status(r, reused=True)) for r in reused_runs(client, self.parent.run_id)]
         counts: dict[str, int] = {}
-        for r in runs:
-            counts[job_status(r)] = counts.get(job_status(r), 0) + 1
-        self.parent.set_tags({f"jobs_{k.lower()}": v for k, v in counts.items()})
+        for _, status in jobs:
+            counts[status] = counts.get(status, 0) + 1
+        self.parent.set_tags({f"jobs_{k.lower().replace(' ', '_')}": v for k, v in counts.items()})
         self.parent.finish("FAILED" if aborted else "FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
-        print(f"\nsweep {self.parent.run_id}: {len(runs)} jobs, "
+        print(f"\nsweep {self.parent.run_id}: {len(jobs)} jobs, "
               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        print(summary_table(runs))
+        print(summary_table(jobs))
         failed = counts.get("FAILED", 0) + counts.get("KILLED", 0)
         if failed and not aborted:
             print(f"error: {failed} job(s) did not finish; see the runs above", file=sys.stderr)

@@ -22,6 +22,7 @@ from .errors import TrackingUnavailableError
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PARENT_RUN_ENV = "LRTRANSFER_PARENT_RUN_ID"
+REUSED_TAG_PREFIX = "reused_job."  # + run id, on a sweep's parent run: a run one of its jobs reused
 PARAM_BATCH = 100  # MLflow's REST limit on params per request
 METRIC_BATCH = 1000
 
@@ -209,7 +210,18 @@ def finished_config_hashes(uri: str, experiment: str) -> set[str]:
 
 
 def child_runs(client, parent_run_id: str) -> list:
-    exp_id = client.get_run(parent_run_id).info.experiment_id
-    return client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    """The job runs of a sweep, in every experiment (``tracking.experiment`` may itself be swept)."""
+    exp_ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exp_ids, filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               max_results=10000, order_by=["attributes.start_time ASC"])
 
+
+def note_reused_run(client, parent_run_id: str, run) -> None:
+    """Tell the sweep ``parent_run_id`` that one of its jobs took the finished ``run`` instead of training."""
+    client.set_tag(parent_run_id, REUSED_TAG_PREFIX + run.info.run_id, run.info.run_id)
+
+
+def reused_runs(client, parent_run_id: str) -> list:
+    """The finished runs a sweep's jobs reused (see :func:`note_reused_run`)."""
+    tags = client.get_run(parent_run_id).data.tags
+    return [client.get_run(v) for k, v in sorted(tags.items()) if k.startswith(REUSED_TAG_PREFIX)]

@@ -17,6 +17,7 @@ from .config import register_configs, validate
 from .errors import UserError, one_line
 from .paths import CONF_DIR
 from .precheck import precheck
+from .preemption import terminate_as_exit
 from .sweep import close_open_sweeps
 from .tracking import PARENT_RUN_ENV
 
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None, checked: bool = False) -> None:
             print(f"error: {one_line(exc)}", file=sys.stderr)
             sys.exit(2)
     try:
-        hydra_main()
+        with terminate_as_exit():  # also between jobs: the sweep's parent run is closed on the way out
+            hydra_main()
     finally:
         close_open_sweeps()
 

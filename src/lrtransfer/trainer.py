@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import random
+import sys
 import tempfile
 import traceback
 from collections import deque
@@ -19,17 +18,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import fingerprint
 from .data import load_data
-from .flerm_base import mapped_base_series
+from .flerm_base import base_key, mapped_base_series
 from .fslr import FunctionSpaceLR
 from .measurements import FslrHook, SpectraHook, StepHook
-from .errors import UserError
+from .errors import UserError, one_line
 from .models import LinearNet, ResMLP, ScalableModel, Transformer
 from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued, terminate_as_exit
 from .spectra import SpectraSettings
-from .tracking import RunTracker, find_finished_run, flatten
+from .tracking import RunTracker, client_for, find_finished_run, flatten, note_reused_run
 
 
 def value(x: Any) -> Any:
@@ -116,14 +116,19 @@ _NOT_HASHED = ("tracking", "reuse", "stages", "device")
 _NOT_HASHED_TRAIN = ("progress", "checkpoint_every", "checkpoint_dir")
 
 
+# Bumped when runs start to record something that reports or searches rely on, so that runs recorded
+# before are not reused or reported as if they had it. 2: final/fixed_train_loss and the fslr_base_key tag.
+RECORD_VERSION = 2
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """A fingerprint of everything that determines a run's result (``reuse=true`` matches on it)."""
+    """A fingerprint of everything that determines a run's result and record (``reuse=true`` matches on it)."""
     container = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     for key in _NOT_HASHED:
         container.pop(key, None)
     for key in _NOT_HASHED_TRAIN:
         container.get("train", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint({"config": container, "record_version": RECORD_VERSION})
 
 
 def run_tags(cfg: DictConfig) -> dict[str, str]:
@@ -131,6 +136,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
             "param": value(cfg.param.name), "width": cfg.model.width, "depth": cfg.model.depth, "lr": cfg.optim.lr, "optim": value(cfg.optim.name), "seed": cfg.seed,
             "data": value(cfg.data.name), "init_scale": float(cfg.model.init_scale),
             "fslr_mode": value(cfg.fslr.mode)}
+    if tags["fslr_mode"] == "record":  # what FLeRM targets of this base model search for
+        tags["fslr_base_key"] = base_key(cfg, cfg.model.width, cfg.model.depth, cfg.model.init_scale)
     if value(cfg.model.name) == "transformer":
         tags["norm"] = value(cfg.model.norm)
     return {str(k): str(v) for k, v in {**tags, **(cfg.tags or {})}.items()}
@@ -158,6 +165,12 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     if cfg.reuse and ckpt is None:
         done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, tags["config_hash"])
         if done is not None:
+            if parent_run_id:
+                try:  # only the sweep summary needs it; the job itself is done
+                    note_reused_run(client_for(cfg.tracking.uri), parent_run_id, done)
+                except Exception as exc:
+                    print(f"warning: the sweep summary will miss reused run {done.info.run_id}: {one_line(exc)}",
+                          file=sys.stderr)
             return reused_result(done)
     tracker = open_run(cfg, parent_run_id, tags, run_id=ckpt["run_id"] if ckpt else None)
     try:
@@ -209,7 +222,7 @@ def record_rejected_job(cfg: DictConfig, error: str, parent_run_id: str | None =
 
 def reused_result(run) -> dict[str, Any]:
     m, diverged = run.data.metrics, run.data.tags.get("diverged") == "true"
-    return {"final/train_loss": m.get("final/train_loss", math.nan), "final/eval_loss": m.get("final/eval_loss", math.nan),
+    return {**{k: m.get(k, math.nan) for k in ("final/train_loss", "final/fixed_train_loss", "final/eval_loss")},
             "diverged": diverged, "run_id": run.info.run_id, "status": "REUSED " + ("DIVERGED" if diverged else "FINISHED")}
 
 
@@ -252,13 +265,15 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
 
     diverged = state.diverged_at is not None
     if diverged:
-        final_train = final_eval = t.divergence_loss
+        final_train = final_fixed = final_eval = t.divergence_loss
         tracker.set_tags({"diverged": "true", "diverged_at_step": state.diverged_at})
     else:
         final_train = float(np.mean(state.window))
+        final_fixed = evaluate(model, data.loss, *fixed_train_batch(data, t.eval_batch_size))
         final_eval = evaluate(model, data.loss, eval_x, eval_y)
         tracker.set_tags({"diverged": "false"})
-    final = {"final/train_loss": final_train, "final/eval_loss": final_eval, "final/diverged": float(diverged)}
+    final = {"final/train_loss": final_train, "final/fixed_train_loss": final_fixed, "final/eval_loss": final_eval,
+             "final/diverged": float(diverged)}
     tracker.log_metrics(final, state.step)
     return {**final, "diverged": diverged, "steps": state.step}
 
@@ -302,6 +317,15 @@ def train_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, data, b
         if state.step % 10 == 0:
             progress.set_postfix(loss=f"{loss:.4f}", refresh=False)
     progress.close()
+
+
+FIXED_TRAIN_BATCH_SEED = 20_241_124  # one constant, not tied to cfg.seed: every run sees the same examples
+
+
+def fixed_train_batch(data, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training examples the final fixed-batch train loss is computed on: the same ones for every run
+    (seed, width, LR), so that the argmin over LRs compares like with like (Super Consistency's A1)."""
+    return data.batch(torch.Generator().manual_seed(FIXED_TRAIN_BATCH_SEED), size)
 
 
 def measurement_batch(cfg: DictConfig, data) -> tuple[torch.Tensor, torch.Tensor]:

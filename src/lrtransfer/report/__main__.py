@@ -37,6 +37,10 @@ EXPERIMENTS: dict[str, Builder] = {
     "cross_mup_fslr": cross.cross_mup_fslr,
     "mnist1d_width_lr": flerm.mnist1d_width_lr,
 }
+# Super Consistency picks the best LR by the train loss on a fixed batch at the end of training (criterion A1);
+# the FLeRM paper by the mean train loss of the last batches, and so does sc_linear, whose full-batch GD ends at
+# machine precision for every stable LR, so that only the loss over the whole run tells LRs apart.
+FIXED_BATCH_LOSS = {"sc_width", "sc_ntk", "sc_depth", "sc_adam"}
 # What `make reproduce` runs, in this order: both papers' figures and the two joining experiments.
 SUITE = [name for name in EXPERIMENTS if name != "mnist1d_width_lr"]
 
@@ -50,7 +54,8 @@ def tracking_target(experiment: str, scale: str) -> tuple[str, str]:
 def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | None = None) -> ExperimentReport:
     """``hashes``: the experiment's planned job config hashes, if the caller has them already."""
     uri, name = tracking_target(experiment, scale)
-    runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale) if hashes is None else hashes)
+    runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale) if hashes is None else hashes,
+                     "final/fixed_train_loss" if experiment in FIXED_BATCH_LOSS else "final/train_loss")
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)

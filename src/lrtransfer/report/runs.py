@@ -17,6 +17,7 @@ class RunRecord:
     metrics: dict[str, float]
     client: object = field(repr=False)
     _histories: dict = field(default_factory=dict, repr=False)
+    loss_metric: str = "final/train_loss"  # what the report calls the run's final loss (see load_runs)
 
     @property
     def stage(self) -> str:
@@ -35,7 +36,7 @@ class RunRecord:
 
     @property
     def final_loss(self) -> float:
-        return self.metrics.get("final/train_loss", math.nan)
+        return self.metrics.get(self.loss_metric, math.nan)
 
     def history(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of a per-step metric, sorted by step; empty arrays if never logged."""
@@ -102,9 +103,12 @@ class ExperimentRuns:
     parent_run_id: str | None  # the latest sweep of this experiment and scale: where the report goes
 
 
-def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = None) -> ExperimentRuns:
+def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = None,
+              loss_metric: str = "final/train_loss") -> ExperimentRuns:
     """Finished runs of ``experiment`` at ``scale``, the latest of each configuration hash; with ``hashes``
-    (the experiment's jobs as configured now) only those, so runs of earlier settings are left out."""
+    (the experiment's jobs as configured now) only those, so runs of earlier settings are left out.
+    ``loss_metric``: the metric each run's ``final_loss`` reads (the FLeRM paper's window mean, or Super
+    Consistency's fixed-batch train loss at the end)."""
     client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -118,7 +122,8 @@ def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = N
     for r in jobs:
         key = r.data.tags.get("config_hash", r.info.run_id)
         if r.info.status == "FINISHED" and key not in latest:
-            latest[key] = RunRecord(r.info.run_id, dict(r.data.tags), dict(r.data.metrics), client)
+            latest[key] = RunRecord(r.info.run_id, dict(r.data.tags), dict(r.data.metrics), client,
+                                    loss_metric=loss_metric)
     failed = {r.data.tags.get("config_hash", r.info.run_id) for r in jobs
               if r.info.status in ("FAILED", "KILLED")} - set(latest)
     missing = len(hashes - set(latest) - failed) if hashes is not None else 0

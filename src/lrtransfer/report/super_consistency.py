@@ -114,7 +114,8 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           mono and nt[widths[0]] / nt[widths[-1]] >= 1.5 if len(widths) >= 2 else None))
     groups = {"µP": mup, "NTP": ntp, "SP": sp}
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, width, "width"),
-                   "Final train loss against the base LR η0 per width (crosses on the top edge: diverged)."),
+                   "Train loss at the end on a fixed batch of training examples against the base LR η0 per width "
+                   "(crosses on the top edge: diverged)."),
             eos_figure(out, {f"µP η0={fmt(opt['mup'])}": mup_opt, f"NTP η0={fmt(opt['ntp'])}": ntp_opt},
                        "Rescaled sharpness times η0 along training at each parametrization's best LR; the dashed line "
                        "is the edge of stability 2/η0 (in these units, 2)."),
@@ -149,7 +150,7 @@ def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                       "end > 25%", f"{fmt(cv_k_early)} → {fmt(cv_k)}",
                       None if math.isnan(cv_k) or math.isnan(cv_k_early) else cv_k > cv_k_early, soft=True)]
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": runs.finished}, width, "width"),
-                   "Final train loss against η0 per width; the claims read the best LR."),
+                   "Fixed-batch train loss at the end against η0 per width; the claims read the best LR."),
             Figure(figures.trajectories(out / "ntk_vs_hessian.png", {
                 "Hessian λmax(D½HD½)": {f"width {width(r):g}": r.history(SHARP) for r in rs},
                 "NTK λmax(J D Jᵀ) (logits, all pairs)": {f"width {width(r):g}": r.history(NTK) for r in rs}},
@@ -207,7 +208,7 @@ def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           "≥ 0.9", ", ".join(f"w{w:g}: {fmt(x)}" for w, x in shares.items()) or "n/a",
                           all(x >= 0.9 for x in shares.values()) if shares else None))
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": mup, "NTP": ntp}, width, "width"),
-                   "Final loss against η0 per width (full-batch GD)."),
+                   "Mean loss over the run against η0 per width (full-batch GD)."),
             Figure(figures.trajectories(out / "sharpness.png", sharpness_panels(
                 {f"µP η0={fmt(opt)}": at, f"NTP η0={fmt(n_opt)}": at_lr(ntp, n_opt)}, SHARP), "λmax(D½HD½)"),
                    "Rescaled top Hessian eigenvalue along training per width."),
@@ -245,7 +246,7 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                       decide(lambda s: abs(s) >= 1 or bool(nb_diverged), s_nb), soft=True)]
     groups = {"k=1 (depth-µP)": k1, "k=2": k2, "k=1, no branch multiplier": nb}
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, depth, "depth"),
-                   "Final train loss against η0 per depth."),
+                   "Fixed-batch train loss at the end against η0 per depth."),
             eos_figure(out, {f"k=1 η0={fmt(opt)}": at}, "Rescaled sharpness times η0 per depth (dashed: edge of "
                        "stability).", depth, "depth")]
     return ExperimentReport("sc_depth", "", "Super Consistency across depth (A10-A11)",
@@ -274,7 +275,7 @@ def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                       ", ".join(f"w{w:g}: {fmt(x)}" for w, x in ratio.items()) or "n/a",
                       all(0.5 <= x <= 1.5 for x in ratio.values()) if ratio else None, soft=True)]
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP Transformer, Adam": rs}, width, "width"),
-                   "Final train loss against η0 per width."),
+                   "Fixed-batch train loss at the end against η0 per width."),
             Figure(figures.trajectories(out / "precond.png", {f"η0={fmt(opt)}": {
                 f"width {width(r):g}": (r.history("adam/precond_sharpness")[0],
                                         r.history("adam/precond_sharpness")[1] / r.history("adam/precond_threshold")[1])

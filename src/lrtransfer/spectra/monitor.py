@@ -137,6 +137,15 @@ class SpectraMonitor:
             m["hessian/directional"] = curv.hessian().rayleigh_quotient(curv.gradient())
         return m
 
+    def state_dict(self) -> dict:
+        """The measurements so far and the warm starts, so that a resumed run measures as an uninterrupted one."""
+        return {"records": list(self.records), "vectors": {k: v.cpu() for k, v in self._vectors.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.records = list(state["records"])
+        device = next(self.model.parameters()).device
+        self._vectors = {k: v.to(device) for k, v in state["vectors"].items()}
+
     def save_npz(self, path: str | Path) -> Path:
         """Write every measurement so far to ``path`` (.npz): ``step``, one float array per metric name
         (NaN where a measurement lacks it) and ``settings`` (a JSON string with the settings, ``base_lr``

@@ -11,7 +11,8 @@ from .hessian import Scaling
 from .operator import SpectraStats, require_finite
 
 NTK_METHODS = ("auto", "exact", "lanczos")
-# "auto" forms the dense Jacobian (outputs × parameters) up to this many entries, else runs Lanczos.
+# "auto" forms the dense Jacobian (outputs × parameters) and Gram matrix (outputs²) while neither has more
+# entries than this, else runs Lanczos.
 EXACT_MAX_ENTRIES = 2**24
 
 
@@ -25,7 +26,7 @@ def ntk_eigenpairs(curv: Curvature, k: int, method: str = "auto", tol: float | N
     n_out = curv.outputs.numel()
     if not 1 <= k <= n_out:
         raise ValueError(f"k={k} must be between 1 and the number of outputs {n_out}")
-    if method == "exact" or (method == "auto" and n_out * curv.dim <= EXACT_MAX_ENTRIES):
+    if method == "exact" or (method == "auto" and n_out * max(curv.dim, n_out) <= EXACT_MAX_ENTRIES):
         jac = require_finite(curv.jacobian(), "the Jacobian of the outputs")
         if scaling_sqrt is not None:
             jac = jac * scaling_sqrt
@@ -46,7 +47,7 @@ def top_ntk_eigenvalues(model: nn.Module, inputs: torch.Tensor, k: int = 1, meth
 
     ``method``: ``"exact"`` forms J (per example, torch.func) and takes ``eigvalsh`` of the Gram matrix;
     ``"lanczos"`` uses NTK-vector products J(Jᵀu) (a vjp and a jvp on one retained graph); ``"auto"``
-    takes the exact route while J has at most 2^24 entries.  The exact route assumes the examples of
+    takes the exact route while J and the Gram matrix have at most 2^24 entries each.  The exact route assumes the examples of
     the batch do not interact in eval mode (true for every model here; not for batch statistics).
 
     ``scaling``: {parameter name: D} as in :func:`top_hessian_eigenvalues`; the kernel becomes Θ_D = J D Jᵀ.
