@@ -259,3 +259,29 @@ def test_reuse_returns_the_finished_run_instead_of_training(make_cfg, tmp_path):
     assert again["final/train_loss"] == pytest.approx(first["final/train_loss"])
     fresh = run_training(make_cfg("reuse=false"), tmp_path / "c")
     assert fresh["run_id"] != first["run_id"]
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+def test_a_sweep_that_cannot_be_recorded_fails_in_one_line(monkeypatch, capsys, tracking_uri, tmp_path, when):
+    """Hydra only warns when a callback raises; the sweep must fail instead, and close what it opened."""
+    from lrtransfer import sweep
+    from lrtransfer.train import main
+
+    def gone(*args, **kwargs):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(sweep, "RunTracker" if when == "start" else "child_runs", gone)
+    monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "-m", "seed=0,1", "scale=smoke", "train.steps=2",
+                                      f"tracking.uri={tracking_uri}", f"data.cache_dir={tmp_path}/cache",
+                                      f"hydra.sweep.dir={tmp_path}/sweep"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    what = "cannot record the sweep in MLflow" if when == "start" else "the sweep's record in MLflow is incomplete"
+    assert err == [f"error: {what}: database gone"]
+    client = mlflow_client(tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs if r.data.tags.get("sweep") == "true"] == ([] if when == "start" else ["FAILED"])
+    assert len([r for r in runs if r.data.tags.get("sweep") != "true"]) == (0 if when == "start" else 2)

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from .config import register_configs
+from .errors import one_line
 from .tracking import PARENT_RUN_ENV, RunTracker, child_runs, reused_runs
 
 
@@ -56,7 +57,16 @@ class SweepCallback(Callback):
         register_configs()
         self.parent: RunTracker | None = None
 
+    # Hydra turns a callback's exception into a warning and goes on (launching every job without a parent
+    # run, or exiting 0 with the parent open); SystemExit gets through, so failures end the sweep in one line.
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            self._start(config)
+        except Exception as exc:
+            print(f"error: cannot record the sweep in MLflow: {one_line(exc)}", file=sys.stderr)
+            sys.exit(1)
+
+    def _start(self, config: DictConfig) -> None:
         if config.tracking.parent_run_id:
             os.environ[PARENT_RUN_ENV] = config.tracking.parent_run_id
             return
@@ -69,9 +79,18 @@ class SweepCallback(Callback):
         _open_sweeps.append(self)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        if self.parent is not None:
-            _open_sweeps.remove(self)
+        if self.parent is None:
+            return
+        _open_sweeps.remove(self)
+        try:
             self.finish()
+        except Exception as exc:
+            try:
+                self.parent.finish("FAILED")
+            except Exception:
+                pass  # MLflow itself is gone; the message below says so
+            print(f"error: the sweep's record in MLflow is incomplete: {one_line(exc)}", file=sys.stderr)
+            sys.exit(1)
 
     def finish(self, aborted: bool = False) -> None:
         """Close orphaned job runs and the parent, tag job counts, print the per-job summary.
