@@ -79,3 +79,16 @@ def test_final_loss_reads_the_metric_the_report_asks_for(tmp_path):
     assert merge_seeds(load_runs(uri, "exp", "small").finished)[0].final_loss == 1.5
     fixed_runs = load_runs(uri, "exp", "small", loss_metric="final/fixed_train_loss").finished
     assert sorted(r.final_loss for r in fixed_runs) == [3.0, 5.0] and merge_seeds(fixed_runs)[0].final_loss == 4.0
+
+
+def test_experiment_ids_reads_every_page(tmp_path):
+    from lrtransfer.tracking import experiment_ids
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    made = {client.create_experiment(f"e{i}", artifact_location=str(tmp_path / f"a{i}")) for i in range(3)}
+
+    class OnePerPage:  # MLflow's own paging, one experiment a page
+        def search_experiments(self, max_results, page_token):
+            return client.search_experiments(max_results=1, page_token=page_token)
+
+    ids = experiment_ids(OnePerPage())
+    assert made < set(ids) and len(ids) == len(set(ids)) == 4  # and "Default"

@@ -209,10 +209,20 @@ def finished_config_hashes(uri: str, experiment: str) -> set[str]:
     return {r.data.tags["config_hash"] for r in runs if "config_hash" in r.data.tags}
 
 
+def experiment_ids(client) -> list[str]:
+    """Every active experiment's id (all result pages)."""
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(max_results=1000, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
 def child_runs(client, parent_run_id: str) -> list:
     """The job runs of a sweep, in every experiment (``tracking.experiment`` may itself be swept)."""
-    exp_ids = [e.experiment_id for e in client.search_experiments()]
-    return client.search_runs(exp_ids, filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    return client.search_runs(experiment_ids(client), filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                               max_results=10000, order_by=["attributes.start_time ASC"])
 
 
