@@ -15,12 +15,7 @@ from omegaconf import DictConfig
 
 from .config import register_configs
 from .errors import one_line
-from .tracking import PARENT_RUN_ENV, RunTracker, child_runs, reused_runs
-
-
-def job_status(run, reused: bool = False) -> str:
-    status = "DIVERGED" if run.info.status == "FINISHED" and run.data.tags.get("diverged") == "true" else run.info.status
-    return f"REUSED {status}" if reused else status
+from .tracking import PARENT_RUN_ENV, RunTracker, child_runs, job_status, reused_runs
 
 
 def summary_table(jobs: list[tuple[object, str]]) -> str:

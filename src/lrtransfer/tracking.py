@@ -226,6 +226,12 @@ def child_runs(client, parent_run_id: str) -> list:
                               max_results=10000, order_by=["attributes.start_time ASC"])
 
 
+def job_status(run, reused: bool = False) -> str:
+    """FINISHED, DIVERGED (finished with tag diverged=true), FAILED, ...; prefixed REUSED for a run a job reused."""
+    status = "DIVERGED" if run.info.status == "FINISHED" and run.data.tags.get("diverged") == "true" else run.info.status
+    return f"REUSED {status}" if reused else status
+
+
 def note_reused_run(client, parent_run_id: str, run) -> None:
     """Tell the sweep ``parent_run_id`` that one of its jobs took the finished ``run`` instead of training."""
     client.set_tag(parent_run_id, REUSED_TAG_PREFIX + run.info.run_id, run.info.run_id)

@@ -29,7 +29,7 @@ from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued, terminate_as_exit
 from .spectra import SpectraSettings
-from .tracking import RunTracker, client_for, find_finished_run, flatten, note_reused_run
+from .tracking import RunTracker, client_for, find_finished_run, flatten, job_status, note_reused_run
 
 
 def value(x: Any) -> Any:
@@ -221,9 +221,10 @@ def record_rejected_job(cfg: DictConfig, error: str, parent_run_id: str | None =
 
 
 def reused_result(run) -> dict[str, Any]:
-    m, diverged = run.data.metrics, run.data.tags.get("diverged") == "true"
+    m = run.data.metrics
     return {**{k: m.get(k, math.nan) for k in ("final/train_loss", "final/fixed_train_loss", "final/eval_loss")},
-            "diverged": diverged, "run_id": run.info.run_id, "status": "REUSED " + ("DIVERGED" if diverged else "FINISHED")}
+            "diverged": run.data.tags.get("diverged") == "true", "run_id": run.info.run_id,
+            "status": job_status(run, reused=True)}
 
 
 def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | None) -> dict[str, Any]:
