@@ -3,23 +3,25 @@
 import sys
 
 import pytest
+import torch
 
 from conftest import mlflow_client
 from lrtransfer.config import validate
-from lrtransfer.data import load_data
+from lrtransfer.data import ArrayData, TokenData, load_data
 from lrtransfer.paths import CONF_DIR
 from lrtransfer.errors import one_line
-from lrtransfer.experiment_plan import stage_config_hashes, stages_and_grid
+from lrtransfer.experiment_plan import stage_config_hashes, stage_job_configs, stages_and_grid
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
 GROUPS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml"))
           for g in ("model", "param", "optim", "data", "scale", "experiment")}
-DATA_FOR_MODEL = {"resmlp": "mnist1d", "transformer": "shakespeare", "linear": "teacher"}
+DATA_FOR_MODEL = {"resmlp": "mnist1d", "transformer": "shakespeare", "linear": "teacher", "simple_convnet": "mnist1d",
+                  "convnet": "mnist1d"}
 
 
 def test_groups_exist():
-    assert GROUPS["model"] == ["linear", "resmlp", "transformer"]
+    assert GROUPS["model"] == ["convnet", "linear", "resmlp", "simple_convnet", "transformer"]
     assert GROUPS["param"] == ["depth_mup", "mup", "ntp", "sp"]
     assert {"sgd", "adam"} <= set(GROUPS["optim"])
     assert {"mnist1d", "shakespeare", "cifar10", "wikitext103"} <= set(GROUPS["data"])
@@ -58,6 +60,37 @@ def test_every_stage_of_every_experiment_composes_at_every_scale(make_cfg, exper
         firsts = {o.split("=")[0]: o.split("=", 1)[1].split(",")[0] for o in overrides}
         args = [f"{k}={v.split(',')[0]}" for k, v in {**grid, **firsts}.items()]
         validate(make_cfg(f"experiment={experiment}", f"scale={scale}", *args))
+
+
+def _stand_in_data(cfg):
+    """Zeros of the shape ``cfg.data`` loads (hub datasets cannot be downloaded here)."""
+    name = value(cfg.data.name)
+    if name == "cifar10":
+        return ArrayData(torch.zeros(2, 3, 32, 32), torch.arange(10), torch.zeros(2, 3, 32, 32), torch.arange(2),
+                         "classification")
+    if name == "wikitext103":
+        return TokenData(torch.zeros(cfg.data.seq_len + 2, dtype=torch.long), torch.zeros(0, dtype=torch.long),
+                         256, cfg.data.seq_len)
+    return load_data(cfg.data)
+
+
+@pytest.mark.parametrize("experiment", GROUPS["experiment"])
+def test_every_paper_scale_model_builds_for_its_data(experiment):
+    """Each distinct model of the paper-scale plan (e.g. sc_width's SimpleConvNet on CIFAR-10 images) is built
+    and run on two examples of its dataset's shape."""
+    built = set()
+    for _, cfg in stage_job_configs(experiment, "paper", *stages_and_grid(experiment, "paper")):
+        key = (repr(cfg.model), repr(cfg.param), value(cfg.data.name), cfg.data.seq_len)
+        if key in built:
+            continue
+        built.add(key)
+        data = _stand_in_data(cfg)
+        net = build_model(cfg, data)
+        inputs, _ = data.batch(torch.Generator().manual_seed(0), 2)
+        with torch.no_grad():
+            out = net(inputs)
+        assert out.shape[0] == 2 and out.shape[-1] == (data.vocab_size if data.task == "language" else 10)
+    assert built
 
 
 def test_scale_specific_files_change_the_grid():

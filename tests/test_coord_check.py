@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lrtransfer.coord_check import coord_check, log_log_slope
-from lrtransfer.models import ResMLP
+from lrtransfer.models import ResConvNet, ResMLP, SimpleConvNet
 from lrtransfer.parametrization import Parametrization
 
 WIDTHS = [64, 128, 256, 512, 1024]
@@ -19,28 +19,38 @@ def batch():
     return torch.randn(64, 40, generator=g), torch.randint(0, 10, (64,), generator=g)
 
 
-def width_slopes(batch, param, optimizer, lr):
+# {model: (width -> model of a parametrization, its hidden layers)}; the convnet reads the 40 inputs as a signal
+WIDTH_MODELS = {
+    "resmlp": (lambda p: lambda w: ResMLP(40, 10, w, 2, base_width=64, param=p),
+               ("input", "blocks.0.branch.1", "blocks.1.branch.1")),
+    "simple_convnet": (lambda p: lambda w: SimpleConvNet((40,), 10, w, base_width=64, bias=True, param=p),
+                       ("conv1", "conv2")),
+}
+
+
+def width_slopes(batch, model, param, optimizer, lr):
     # Zero readout init, as microsoft/mup recommends for coordinate checks: it removes the
     # (1/N)·W0·Δh term that decays with width and would tilt finite-width slopes.
     p = Parametrization(param, readout_zero_init=True)
-    res = coord_check(lambda w: ResMLP(40, 10, w, 2, base_width=64, param=p), WIDTHS, *batch,
-                      F.cross_entropy, optimizer=optimizer, lr=lr, steps=3)
+    res = coord_check(WIDTH_MODELS[model][0](p), WIDTHS, *batch, F.cross_entropy, optimizer=optimizer, lr=lr, steps=3)
     return {layer: log_log_slope(v) for layer, v in res.items()}
 
 
+@pytest.mark.parametrize("model", sorted(WIDTH_MODELS))
 @pytest.mark.parametrize("optimizer,lr", OPTIMIZERS)
-def test_mup_width_coord_check_is_flat(batch, optimizer, lr):
-    slopes = width_slopes(batch, "mup", optimizer, lr)
-    assert {"input", "blocks.0.branch.1", "blocks.1.branch.1", "features", "logits"} <= set(slopes)
+def test_mup_width_coord_check_is_flat(batch, model, optimizer, lr):
+    slopes = width_slopes(batch, model, "mup", optimizer, lr)
+    assert {*WIDTH_MODELS[model][1], "features", "logits"} <= set(slopes)
     for layer, slope in slopes.items():
         assert abs(slope) <= 0.1, f"µP/{optimizer}: {layer} changes like width^{slope:.3f}"
 
 
+@pytest.mark.parametrize("model", sorted(WIDTH_MODELS))
 @pytest.mark.parametrize("optimizer,lr", OPTIMIZERS)
-def test_sp_width_coord_check_grows(batch, optimizer, lr):
-    slopes = width_slopes(batch, "sp", optimizer, lr)
-    for layer in ("blocks.0.branch.1", "blocks.1.branch.1", "logits"):
-        assert slopes[layer] >= 0.4, f"SP/{optimizer}: {layer} slope {slopes[layer]:.3f} should grow with width"
+def test_sp_width_coord_check_grows(batch, model, optimizer, lr):
+    slopes = width_slopes(batch, model, "sp", optimizer, lr)
+    for layer in (*WIDTH_MODELS[model][1][1:], "logits"):  # the input layer's fan-in does not grow
+        assert slopes[layer] >= 0.3, f"SP/{optimizer}: {layer} slope {slopes[layer]:.3f} should grow with width"
 
 
 def depth_changes(batch, param, optimizer, lr, branch_scale="auto"):
@@ -62,4 +72,24 @@ def test_depth_mup_coord_check_is_flat(batch, optimizer, lr):
 def test_sp_without_branch_scaling_grows_with_depth(batch):
     res = depth_changes(batch, "sp", "adam", 1e-3, branch_scale="none")
     assert log_log_slope(res["logits"]) >= 0.5, res["logits"]
+    assert log_log_slope(res["features"]) >= 1.0, res["features"]
+
+
+def conv_depth_changes(batch, param, optimizer, lr, branch_scale="auto"):
+    # Base depth 3 is one block per stage: the changes settle from about 12 blocks on (slopes 0.2 from 3).
+    p = Parametrization(param)
+    return coord_check(lambda L: ResConvNet((40,), 10, 32, L, base_depth=3, bias=True, param=p,
+                                            branch_scale=branch_scale),
+                       (12, 24, 48, 96), *batch, F.cross_entropy, optimizer=optimizer, lr=lr, steps=3, seeds=range(6))
+
+
+@pytest.mark.parametrize("optimizer,lr", OPTIMIZERS)
+def test_depth_mup_convnet_coord_check_is_flat(batch, optimizer, lr):
+    res = conv_depth_changes(batch, "depth_mup", optimizer, lr)
+    for layer in ("stem", "transitions.0", "transitions.1", "features", "logits"):  # the residual stream
+        assert abs(log_log_slope(res[layer])) <= 0.1, f"depth-µP/{optimizer}: {layer} {res[layer]}"
+
+
+def test_sp_convnet_without_branch_scaling_grows_with_depth(batch):
+    res = conv_depth_changes(batch, "sp", "adam", 1e-3, branch_scale="none")
     assert log_log_slope(res["features"]) >= 1.0, res["features"]

@@ -56,7 +56,7 @@ def write_cifar_like(path, n):
 def test_cifar10_loader_reads_local_parquet(tmp_path):
     write_cifar_like(tmp_path, 12)
     data = load_cifar10(10, 5, str(tmp_path), tmp_path / "cache")
-    assert data.x_train.shape == (10, 3072) and data.x_test.shape == (5, 3072)
+    assert data.x_train.shape == (10, 3, 32, 32) and data.x_test.shape == (5, 3, 32, 32) and data.in_dim == 3072
     assert data.x_train.min() >= -1 and data.x_train.max() <= 1 and data.out_dim <= 10
 
 
@@ -81,3 +81,16 @@ def test_unavailable_hub_dataset_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in msg and "dataset 'cifar10'" in msg and "python -m lrtransfer.data cifar10" in msg
     with pytest.raises(DataUnavailableError, match="no train\\* files"):
         load_cifar10(10, 10, str(tmp_path / "empty"), tmp_path)
+
+
+def test_paper_convnet_trains_on_cifar10_images(make_cfg, tmp_path):
+    """sc_width's paper-scale network on (N, 3, 32, 32) images from local parquet files, spectra included."""
+    from lrtransfer.trainer import run_training
+
+    write_cifar_like(tmp_path, 40)
+    cfg = make_cfg("data=cifar10", f"data.path={tmp_path}", "data.n_train=40", "data.n_test=8", "model=simple_convnet",
+                   "model.width=16", "model.base_width=8", "param=mup", "optim=sgd", "optim.lr=0.1",
+                   "train.steps=3", "train.batch_size=8", "train.eval_batch_size=8", "measure.spectra.every=2",
+                   "measure.spectra.batch_size=16")
+    result = run_training(cfg, tmp_path / "run")
+    assert result["status"] == "FINISHED"

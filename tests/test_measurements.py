@@ -190,3 +190,22 @@ def test_every_flerm_job_of_the_suite_finds_a_base_its_experiment_records(experi
         elif mode == "flerm":
             wanted.add(base_key(cfg, cfg.model.base_width, cfg.model.base_depth, cfg.fslr.base.init_scale))
     assert wanted and wanted <= recorded
+
+
+@pytest.mark.parametrize("model, base_size, size", [("simple_convnet", "model.width=8", "model.width=32"),
+                                                    ("convnet", "model.depth=3", "model.depth=6")])
+def test_convnets_record_then_flerm_with_spectra(make_cfg, tracking_uri, tmp_path, model, base_size, size):
+    """The paper's convolutional networks through the whole job: a base record, FLeRM at 4x width or 2x depth
+    (each deeper block's base value split over its copies), and the SGD spectra along the way."""
+    common = [f"model={model}", "model.width=8", "model.base_width=8", "optim=sgd", "optim.lr=0.05", "fslr.every=2",
+              "fslr.warmup_samples=3", "measure.spectra.every=2", "measure.spectra.batch_size=32"]
+    if model == "convnet":
+        common.append("model.base_depth=3")
+    run_training(make_cfg(*common, base_size, "fslr.mode=record"), tmp_path / "base")
+    target = run_training(make_cfg(*common, size, "fslr.mode=flerm"), tmp_path / "target")
+    client = mlflow_client(tracking_uri)
+    run = client.get_run(target["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["fslr_base"] == "1 base run(s) in experiment 'default'"
+    scaled = "conv2.weight" if model == "simple_convnet" else "blocks.5.branch.1.weight"
+    assert metric_steps(client, target["run_id"], f"lr_mult/{scaled}") == [0]
+    assert metric_steps(client, target["run_id"], "hessian/sharpness_rescaled") == [0, 2, 4]

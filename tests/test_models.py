@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from lrtransfer.models import NORMS, LinearNet, ResMLP, Transformer
+from lrtransfer.models import NORMS, LinearNet, ResConvNet, ResMLP, SimpleConvNet, Transformer
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -69,3 +70,28 @@ def test_linear_net_is_linear():
     x, y = torch.randn(4, 6), torch.randn(4, 6)
     assert torch.allclose(net(x + 2 * y), net(x) + 2 * net(y), atol=1e-5)
     assert net.task == "regression"
+
+
+def test_convnets_have_the_papers_feature_sizes():
+    # Fig. 1's SimpleConvNet on 32×32 images ends in 1×1×width features, the depth ConvNet in 2×2×width
+    assert SimpleConvNet((3, 32, 32), 10, 16).readout.weight.shape == (10, 16)
+    res = ResConvNet((3, 32, 32), 10, 16, 6, layers_per_block=2)
+    assert res.readout.weight.shape == (10, 4 * 16) and len(res.blocks) == 6
+    assert res(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    signal = SimpleConvNet((40,), 10, 16)  # a flat batch is a one-channel 1-D signal
+    assert signal.conv1.weight.shape == (16, 1, 3) and signal(torch.randn(2, 40)).shape == (2, 10)
+    with pytest.raises(ValueError, match="must be a multiple of 3"):
+        ResConvNet((3, 32, 32), 10, 16, 4)
+    with pytest.raises(ValueError, match=r"inputs of shape \(3, 8, 8\) are too small for SimpleConvNet"):
+        SimpleConvNet((3, 8, 8), 10, 16)
+
+
+def test_convnet_blocks_run_in_stage_order():
+    """blocks.0..L/3-1 form the first stage, and so on: FLeRM's depth mapping relies on this order."""
+    torch.manual_seed(0)
+    net = ResConvNet((1, 16, 16), 3, 4, 6, param="sp")
+    x = torch.randn(2, 1, 16, 16)
+    h = net.blocks[1](net.blocks[0](net.stem(x)))
+    h = net.blocks[3](net.blocks[2](net.transitions[0](F.max_pool2d(h, 2))))
+    h = net.blocks[5](net.blocks[4](net.transitions[1](F.max_pool2d(h, 2))))
+    assert torch.allclose(net(x), net.readout(F.max_pool2d(F.relu(h), 2).flatten(1)))

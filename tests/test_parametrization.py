@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from lrtransfer.models import LinearNet, ResMLP, Transformer
+from lrtransfer.models import LinearNet, ResConvNet, ResMLP, SimpleConvNet, Transformer
 from lrtransfer.optim import build_optimizer
 from lrtransfer.parametrization import ParamSpec, Parametrization, ParametrizationError
 
@@ -65,6 +65,8 @@ def _outputs_and_lrs(make, param, optimizer):
 def model_input(model):
     if isinstance(model, Transformer):
         return torch.randint(0, 11, (2, 8))
+    if isinstance(model, (SimpleConvNet, ResConvNet)):
+        return torch.randn(5, *model.signal_shape)
     return torch.randn(5, model.input.weight.shape[1])
 
 
@@ -72,6 +74,9 @@ MAKERS = {
     "resmlp": lambda p: ResMLP(12, 3, 32, 3, base_width=32, base_depth=3, param=p),
     "transformer": lambda p: Transformer(11, 8, 32, 2, head_dim=8, base_width=32, base_depth=2, param=p),
     "linear": lambda p: LinearNet(12, 2, 32, base_width=32, param=p),
+    "simple_convnet": lambda p: SimpleConvNet((3, 32, 32), 4, 8, base_width=8, bias=True, param=p),
+    "convnet": lambda p: ResConvNet((24,), 3, 8, 6, layers_per_block=2, base_width=8, base_depth=6, bias=True,
+                                    param=p),
 }
 
 

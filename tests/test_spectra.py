@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from lrtransfer.models import LinearNet, ResMLP, Transformer
+from lrtransfer.models import LinearNet, ResConvNet, ResMLP, SimpleConvNet, Transformer
 from lrtransfer.optim import build_optimizer
 from lrtransfer.parametrization import Parametrization
 from lrtransfer.spectra import (
@@ -53,11 +53,17 @@ def make_case(name):
     if name == "transformer":
         model = Transformer(11, 6, 8, 1, head_dim=4, norm="pre", param="sp").double()
         return model, language_loss, torch.randint(0, 11, (4, 6)), torch.randint(0, 11, (4, 6))
+    if name == "simple_convnet":  # 2-D: 32×32 images are the smallest its strides and poolings take
+        model = SimpleConvNet((2, 32, 32), 3, 4, base_width=2, bias=True, param="mup").double()
+        return model, F.cross_entropy, torch.randn(8, 2, 32, 32, dtype=torch.float64), torch.randint(0, 3, (8,))
+    if name == "convnet":  # 1-D signals, two blocks per stage
+        model = ResConvNet((16,), 3, 4, 6, base_width=2, base_depth=3, param="depth_mup").double()
+        return model, F.cross_entropy, torch.randn(16, 16, dtype=torch.float64), torch.randint(0, 3, (16,))
     model = LinearNet(20, 1, 16, param="ntp").double()
     return model, half_mse, torch.randn(32, 20, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
 
 
-CASES = ("resmlp", "transformer", "linear")
+CASES = ("resmlp", "transformer", "linear", "simple_convnet", "convnet")
 
 
 def as_function_of_flat_weights(model, fn):
@@ -315,7 +321,7 @@ def test_ggn_matches_dense(name):
     assert rel_err(top_ggn_eigenvalues(model, loss_fn, x, y, k=2), expected) < 1e-6
 
 
-@pytest.mark.parametrize("name", ["resmlp", "transformer"])
+@pytest.mark.parametrize("name", ["resmlp", "transformer", "convnet"])
 def test_ntk_exact_and_lanczos_match_dense(name):
     model, _, x, _ = make_case(name)
     jac = dense_jacobian(model, x)  # (examples × outputs [× positions], parameters)

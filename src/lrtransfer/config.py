@@ -25,6 +25,8 @@ class ModelName(Enum):
     resmlp = "resmlp"
     transformer = "transformer"
     linear = "linear"
+    simple_convnet = "simple_convnet"
+    convnet = "convnet"
 
 
 class ParamName(Enum):
@@ -283,6 +285,15 @@ def validate(cfg: Any) -> None:
     _check(m.layers_per_block >= 1, "model.layers_per_block", m.layers_per_block, "must be at least 1")
     _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
     _check(d.target_scale > 0, "data.target_scale", d.target_scale, "must be positive")
+    if _name(m.name) == "simple_convnet":  # two fixed conv layers: no depth axis to sweep
+        _check(m.depth == 1, "model.depth", m.depth,
+               "must be 1 for model.name=simple_convnet (it has no residual blocks)")
+        _check(m.base_depth == 1, "model.base_depth", m.base_depth, "must be 1 for model.name=simple_convnet")
+    if _name(m.name) == "convnet":  # blocks split evenly over three stages
+        _check(m.depth % 3 == 0, "model.depth", m.depth,
+               "must be a multiple of 3 for model.name=convnet (three stages)")
+        _check(m.base_depth % 3 == 0, "model.base_depth", m.base_depth,
+               "must be a multiple of 3 for model.name=convnet")
     if _name(m.name) == "transformer":
         _check(m.head_dim >= 1, "model.head_dim", m.head_dim, "must be a positive integer")
         _check(m.width % m.head_dim == 0, "model.width", m.width,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import ScaledLinear
+from .models import ScaledConv, ScaledLinear
 from .optim import build_optimizer
 
 LOGITS = "logits"
@@ -23,7 +23,7 @@ FEATURES = "features"  # the readout's input: the last hidden representation
 def _layer_outputs(model: nn.Module, inputs: torch.Tensor) -> dict[str, torch.Tensor]:
     outputs: dict[str, torch.Tensor] = {}
     hooks = [module.register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o.detach()))
-             for name, module in model.named_modules() if isinstance(module, ScaledLinear)]
+             for name, module in model.named_modules() if isinstance(module, (ScaledLinear, ScaledConv))]
     hooks.append(model.readout.register_forward_hook(lambda m, i, o: outputs.__setitem__(FEATURES, i[0].detach())))
     try:
         with torch.no_grad():

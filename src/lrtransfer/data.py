@@ -40,8 +40,13 @@ class ArrayData:
     task: str
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        """One example's shape: (3, 32, 32) for CIFAR-10 images, (40,) for mnist1d signals."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def in_dim(self) -> int:
-        return int(np.prod(self.x_train.shape[1:]))
+        return int(np.prod(self.in_shape))
 
     @property
     def out_dim(self) -> int:
@@ -214,7 +219,8 @@ def load_cifar10(n_train: int, n_test: int, path: str | None, cache_dir: Path) -
     def split(part, n):
         rows = ds[part].select(range(min(n, len(ds[part]))))
         x = np.stack([np.asarray(img, dtype=np.float32) for img in rows["img"]]) / 127.5 - 1.0
-        return torch.from_numpy(x.reshape(len(x), -1)), torch.tensor(rows["label"], dtype=torch.long)
+        # (N, H, W, C) pixels to (N, C, H, W) images: convolutions read them so, MLPs flatten them
+        return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.tensor(rows["label"], dtype=torch.long)
 
     (xtr, ytr), (xte, yte) = split("train", n_train), split("test", n_test)
     return ArrayData(xtr, ytr, xte, yte, "classification")

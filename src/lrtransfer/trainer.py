@@ -24,7 +24,7 @@ from .flerm_base import base_key, mapped_base_series
 from .fslr import FunctionSpaceLR
 from .measurements import FslrHook, SpectraHook, StepHook
 from .errors import UserError, one_line
-from .models import LinearNet, ResMLP, ScalableModel, Transformer
+from .models import LinearNet, ResConvNet, ResMLP, ScalableModel, SimpleConvNet, Transformer
 from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued, terminate_as_exit
@@ -66,6 +66,12 @@ def build_model(cfg: DictConfig, data) -> ScalableModel:
         raise UserError(f"model.name={name} needs an array dataset, not data.name={value(cfg.data.name)}")
     if name == "linear":
         return LinearNet(data.in_dim, data.out_dim, m.width, **common)
+    if name == "simple_convnet":
+        return SimpleConvNet(data.in_shape, data.out_dim, m.width, bias=m.bias, init_scale=m.init_scale, task=data.task,
+                             **common)
+    if name == "convnet":
+        return ResConvNet(data.in_shape, data.out_dim, m.width, m.depth, layers_per_block=m.layers_per_block,
+                          bias=m.bias, task=data.task, **common, **scaling)
     return ResMLP(data.in_dim, data.out_dim, m.width, m.depth, layers_per_block=m.layers_per_block, bias=m.bias,
                   task=data.task, **common, **scaling)
 

@@ -9,6 +9,8 @@ draws (or an EMA over training) are combined before the final ratio is taken:
 - ``kronecker``: [num_1, …, num_D, den] with num_d = Σ (P summed over dim d)² and den = Σ P²; the
   estimate Π_d E[num_d] / E[den]^(D−1) is exact when Cov(P) is a Kronecker product over the D
   dimensions and has much lower variance than ``full_cov``.  For 1-D tensors it equals ``full_cov``.
+  Convolution kernels (more than 2 dimensions) get the ``full_cov`` statistic under ``kronecker`` too: the
+  sum over positions breaks the Kronecker structure, whose limit underestimated them by 14-40% (README).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def sample_statistics(model: nn.Module, inputs: torch.Tensor, updates: Mapping[s
 def _statistics(product: torch.Tensor, method: str) -> torch.Tensor:
     if method == "full_cov":
         return product.sum().square().double().reshape(1)
+    if product.dim() > 2:
+        product = product.reshape(-1)  # one dimension: the ratio below is then the unbiased full_cov
     nums = [product.sum(dim=d).square().sum() for d in range(product.dim())]
     return torch.stack(nums + [product.square().sum()]).double()
 

@@ -34,6 +34,19 @@ class SpecModule(nn.Module):
                 else:
                     p.fill_(spec.init_value)
 
+    def _weight_and_bias(self, shape: tuple[int, ...], role: str, fan_in: int, bias: bool, width_mult: float,
+                         depth_mult: float, in_block: bool, bias_wide: bool) -> None:
+        """A weight of ``shape`` (fan-out first) and an optional bias, with their structural specs."""
+        fan_out = shape[0]
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.specs["weight"] = ParamSpec(role, fan_in, fan_out, width_mult, depth_mult, True, in_block)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(fan_out))
+            self.specs["bias"] = ParamSpec("bias", 1, fan_out, width_mult, depth_mult, bias_wide, in_block)
+        else:
+            self.register_parameter("bias", None)
+        self.apply_parametrization(Parametrization("sp"))
+
     def get_extra_state(self):
         return {"specs": {k: asdict(v) for k, v in self.specs.items()}}
 
@@ -47,14 +60,7 @@ class ScaledLinear(SpecModule):
     def __init__(self, fan_in: int, fan_out: int, role: str, *, bias: bool = True, width_mult: float = 1.0,
                  depth_mult: float = 1.0, in_block: bool = False, bias_wide: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(fan_out, fan_in))
-        self.specs["weight"] = ParamSpec(role, fan_in, fan_out, width_mult, depth_mult, True, in_block)
-        if bias:
-            self.bias = nn.Parameter(torch.empty(fan_out))
-            self.specs["bias"] = ParamSpec("bias", 1, fan_out, width_mult, depth_mult, bias_wide, in_block)
-        else:
-            self.register_parameter("bias", None)
-        self.apply_parametrization(Parametrization("sp"))
+        self._weight_and_bias((fan_out, fan_in), role, fan_in, bias, width_mult, depth_mult, in_block, bias_wide)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = self.specs["weight"].multiplier
@@ -62,6 +68,30 @@ class ScaledLinear(SpecModule):
         if m != 1.0:
             y = y * m
         return y if self.bias is None else y + self.bias
+
+
+class ScaledConv(SpecModule):
+    """y = multiplier · conv(x, W) + b, a 1-D (signals) or 2-D (images) convolution, padding k // 2.
+
+    The fan-in is in_channels · kernel size: that is what a unit's pre-activation sums over, so the
+    parametrization treats a convolution like a linear layer of that fan-in.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, role: str, *, kernel_size: int = 3, stride: int = 1,
+                 spatial_dims: int = 2, bias: bool = True, width_mult: float = 1.0, depth_mult: float = 1.0,
+                 in_block: bool = False):
+        super().__init__()
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"spatial_dims={spatial_dims}: convolutions here are 1-D or 2-D")
+        self.stride, self.padding, self.spatial_dims = stride, kernel_size // 2, spatial_dims
+        self._weight_and_bias((out_channels, in_channels, *[kernel_size] * spatial_dims), role,
+                              in_channels * kernel_size ** spatial_dims, bias, width_mult, depth_mult, in_block, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.specs["weight"].multiplier
+        conv = F.conv1d if self.spatial_dims == 1 else F.conv2d  # conv(x, m·W) = m·conv(x, W): linear in W
+        return conv(x, self.weight if m == 1.0 else m * self.weight, self.bias, stride=self.stride,
+                    padding=self.padding)
 
 
 class ScaledEmbedding(SpecModule):
