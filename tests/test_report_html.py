@@ -75,6 +75,7 @@ def test_claims_json_round_trips(tmp_path):
     _png(tmp_path / "fig.png", 0)
     full = _report("sc_width", [Figure("fig.png", "a caption")], runs=7)
     full.notes.append("a note")
+    full.setup = {"mup": {"model.width": "32, 128", "train.batch_size": "32"}, "sp": {"model.width": "32"}}
     write_experiment_report(full, tmp_path)
     assert read_report(tmp_path / "claims.json") == full  # what the index of a later partial rebuild reads
     two_pass = _report("x", [], claims=[CLAIMS[0], CLAIMS[0], CLAIMS[4]])
@@ -89,11 +90,12 @@ def test_unknown_status_is_rejected():
 def test_user_text_is_escaped(tmp_path):
     evil = Claim("<b>bold</b> & co", "m<1>", "≤ 1", "<i>0</i>", "PASS")
     report = _report("esc", [], claims=[evil], description="<script>alert('x')</script>", title="A<B",
-                     notes=["<img src=x onerror=alert(1)>"])
+                     notes=["<img src=x onerror=alert(1)>"], setup={"<s>": {"data.path": "<img src=y>"}})
     page = write_experiment_report(report, tmp_path).read_text(encoding="utf-8")
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt; &amp; co" in page
     assert "&lt;i&gt;0&lt;/i&gt;" in page and "<title>A&lt;B</title>" in page
+    assert "<th>&lt;s&gt;</th>" in page and "<td>&lt;img src=y&gt;</td>" in page
     assert _tags(tmp_path / "index.html").imgs == []  # the note's <img> stayed text
     assert '<meta charset="utf-8">' in page and "≤ 1" in page
 

@@ -6,7 +6,7 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from lrtransfer.report.runs import SeedMean, load_runs, merge_seeds
+from lrtransfer.report.runs import SeedMean, load_runs, merge_seeds, setup_table
 
 
 def make_run(client, exp_id, status, **tags):
@@ -92,3 +92,19 @@ def test_experiment_ids_reads_every_page(tmp_path):
 
     ids = experiment_ids(OnePerPage())
     assert made < set(ids) and len(ids) == len(set(ids)) == 4  # and "Default"
+
+
+def test_setup_table_states_each_stages_logged_settings(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp_id = client.create_experiment("exp", artifact_location=str(tmp_path / "artifacts"))
+    for stage, width, every, lr in (("mup", "128", "64", "0.5"), ("mup", "32", "64", "0.25"), ("sp", "32", "0", "2.0"),
+                                    ("mup", "512", "64", "0.25")):
+        run_id = make_run(client, exp_id, "FINISHED", stage=stage, config_hash=f"{stage}{width}{lr}")
+        for key, value in (("model.name", "simple_convnet"), ("model.width", width), ("optim.lr", lr),
+                           ("measure.spectra.every", every), ("measure.spectra.batch_size", "256")):
+            client.log_param(run_id, key, value)
+    table = setup_table(load_runs(uri, "exp", "small").finished)
+    assert table["mup"] == {"model.name": "simple_convnet", "optim.lr": "0.25, 0.5", "model.width": "32, 128, 512",
+                            "measure.spectra.every": "64", "measure.spectra.batch_size": "256"}
+    assert "measure.spectra.batch_size" not in table["sp"]  # no spectra measured there

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from browser import images_loaded
-from lrtransfer.experiment_plan import job_config_hashes
+from lrtransfer.experiment_plan import job_config_hashes, stages_and_grid
 from lrtransfer.report.__main__ import SUITE
 from lrtransfer.report.html import STATUSES
 
@@ -48,7 +48,11 @@ def test_every_experiment_has_a_report_with_claims_and_figures(smoke):
         pngs = list(folder.glob("*.png"))
         assert pngs and all(p.stat().st_size > 1000 for p in pngs), experiment
         assert f'href="{experiment}/index.html"' in index
+        assert claims["setup"] and all(s["train.steps"] for s in claims["setup"].values()), experiment
     assert "claims at scale=smoke:" in stdout and "summary: PASS" in stdout
+    sc_width = json.loads((tmp / "reports" / "sc_width" / "claims.json").read_text())["setup"]
+    assert set(sc_width) == {"mup", "ntp", "sp"} and sc_width["mup"]["param.name"] == "mup"
+    assert sc_width["mup"]["model.width"] == ", ".join(stages_and_grid("sc_width", "smoke")[1]["model.width"].split(","))
 
 
 def test_reports_are_logged_to_the_sweep_parent_runs(smoke):

@@ -19,7 +19,7 @@ from ..tracking import client_for
 from . import cross, flerm
 from . import super_consistency as sc
 from .html import ExperimentReport, read_report, write_experiment_report, write_index
-from .runs import ExperimentRuns, load_runs
+from .runs import ExperimentRuns, load_runs, setup_table
 
 Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
 EXPERIMENTS: dict[str, Builder] = {
@@ -59,7 +59,7 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
-    report.scale = scale
+    report.scale, report.setup = scale, setup_table(runs.finished)
     if runs.failed:
         report.notes.append(f"{runs.failed} configuration(s) only have runs that FAILED or were killed; "
                             "they are left out (see MLflow).")

@@ -34,8 +34,8 @@ def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     figs = [eos_figure(out, panels, "Rescaled sharpness (D = the per-tensor SGD LRs in force, FLeRM's included) "
                                     "times η0, per width.")]
     return ExperimentReport("cross_flerm_sharpness", "", "Joining the papers: is FLeRM super consistent?",
-                            "ResMLP on mnist1d with SGD: SP with FLeRM-set per-tensor LRs (base width 32, SGD record), "
-                            "µP and SP; the rescaled sharpness along training at each one's best LR.",
+                            "SGD: SP with FLeRM-set per-tensor LRs (an SGD record of the base width), µP and SP; the "
+                            "rescaled sharpness along training at each one's best LR.",
                             figs, claims, len(runs.finished), edge_notes(best, titles))
 
 
@@ -72,6 +72,6 @@ def cross_mup_fslr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
             n: (w0, np.array([series[w][n][1][0] for w in w0])) for n in names}}, "η_ℓ · Δ_ℓF", logy=True,
             xlabel="width"), "Step-0 function-space LR per weight tensor against width (flat = width-independent)."))
     return ExperimentReport("cross_mup_fslr", "", "Joining the papers: function-space LRs of µP models",
-                            "µP ResMLP on mnist1d with Adam, record mode every 50 steps, widths 32-512 at one LR; µP equals "
-                            "SP at width 32, so the width-32 record is what FLeRM would target.", figs, claims,
+                            "µP ResMLP with Adam in record mode, widths from the base width up, at one LR; µP equals SP "
+                            "at the base width, so the base-width record is what FLeRM would target.", figs, claims,
                             len(runs.finished))

@@ -86,8 +86,8 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims.append(verdict("B: FLeRM at the base model's best LR is near each width's best", "loss gap per width",
                           "≤ max(0.02, 2%)", measured, ok))
     return ExperimentReport("flerm_width", "", "FLeRM: width transfer of a ResMLP (criterion B)",
-                            "ResMLP (4 blocks) on mnist1d with Adam; the width-32 base model records its per-tensor "
-                            "function-space LRs (2 seeds, averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
+                            "ResMLP with Adam; the base-width model records its per-tensor function-space LRs (its "
+                            "seeds averaged); SP+FLeRM sets per-tensor LRs at step 0 to match "
                             "them; SP and µP for comparison.", transfer_figures(out, stages, width, "width"),
                             claims, len(runs.finished), transfer_notes(best, "width"))
 
@@ -104,7 +104,7 @@ def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                               "|shift| ≥ FLeRM's |shift| + 1", fmt(s_ns),
                               decide(lambda n, f: abs(n) >= abs(f) + 1, s_ns, s_fl)))
     return ExperimentReport("flerm_depth", "", "FLeRM: depth transfer of a ResMLP (criterion C)",
-                            "ResMLP on mnist1d whose residual-branch weights are initialised ×1/√(L/L_base), with no "
+                            "ResMLP whose residual-branch weights are initialised ×1/√(L/L_base), with no "
                             "forward multiplier (the FLeRM paper's ResMLP baseline), Adam; the base-depth model records; "
                             "deeper models split each base block's target over the blocks replacing it.",
                             transfer_figures(out, stages, depth, "depth"), claims, len(runs.finished),
@@ -128,9 +128,9 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
                           None if math.isnan(l_sp) or math.isnan(l_fl) else l_fl <= l_sp / 2))
     return ExperimentReport("flerm_init_scale", "", "FLeRM across initialisation scales (criterion E)",
-                            "Transformer (width 32, 2 blocks, pre+post-mod norms, QK-norm) on Shakespeare, Adam, "
-                            "hidden weights initialised init_scale times larger; FLeRM matches the record of the "
-                            "init_scale=1 base model (2 seeds).",
+                            "Transformer (pre+post-mod norms, QK-norm), Adam, hidden weights initialised init_scale "
+                            "times larger; FLeRM matches the record of the init_scale=1 base model (its seeds "
+                            "averaged).",
                             transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished),
                             transfer_notes(best, "init scale"))
 
@@ -144,8 +144,8 @@ def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
         notes += transfer_notes(best, "width", prefix=f"{norm}: ")
     return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
-                            "Character-level Shakespeare, 2-block Transformer with QK-norm, Adam, heads of dimension 16; "
-                            "norm placements pre, post and pre_post_mod; width-32 base records.", figs, claims,
+                            "Transformer with QK-norm, Adam; norm placements pre, post and pre_post_mod; base-width "
+                            "records.", figs, claims,
                             len(runs.finished), notes)
 
 
@@ -195,8 +195,8 @@ def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     figs = [Figure(figures.stacked_shares(out / "fslr_shares.png", panels, steps),
                    "Each tensor's share of the total function-space LR η_ℓ·Δ_ℓF over training (Adam).")] if panels else []
     return ExperimentReport("fslr_dynamics", "", "Function-space LRs over training (criterion F)",
-                            "Record mode every 20 steps: per-tensor function-space LRs of a ResMLP on mnist1d and a "
-                            "Transformer on Shakespeare, both with Adam.", figs, claims, len(runs.finished))
+                            "Record mode: per-tensor function-space LRs of a ResMLP and a Transformer along training, "
+                            "both with Adam.", figs, claims, len(runs.finished))
 
 
 def mnist1d_width_lr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
@@ -209,6 +209,6 @@ def mnist1d_width_lr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
               verdict("µP best LR transfers across width", f"µP shift ({lr_table(best['mup'])})", "|shift| ≤ 1",
                       fmt(s_mu), decide(lambda s: abs(s) <= 1, s_mu))]
     return ExperimentReport("mnist1d_width_lr", "", "Width transfer with Adam: SP against µP",
-                            "ResMLP (2 blocks) on mnist1d, Adam, widths 32-1024 × 8 LRs, SP and µP (base width 32).",
+                            "ResMLP with Adam over a width × LR grid, SP and µP.",
                             transfer_figures(out, stages, width, "width"), claims, len(runs.finished),
                             edge_notes(best, {"sp": "SP", "mup": "µP"}))

@@ -49,6 +49,7 @@ class ExperimentReport:
     claims: list[Claim]
     runs: int
     notes: list[str] = field(default_factory=list)
+    setup: dict[str, dict[str, str]] = field(default_factory=dict)  # {stage: {config key: values}}
 
     @property
     def summary(self) -> dict[str, int]:
@@ -91,6 +92,15 @@ def _claims_table(claims: list[Claim]) -> str:
     return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
 
 
+def _setup_table(setup: dict[str, dict[str, str]]) -> str:
+    stages = list(setup)
+    keys = list(dict.fromkeys(k for values in setup.values() for k in values))
+    head = "<tr><th>setting</th>" + "".join(f"<th>{escape(s)}</th>" for s in stages) + "</tr>"
+    rows = [f"<tr><td><code>{escape(k)}</code></td>" + "".join(f"<td>{escape(setup[s].get(k, ''))}</td>"
+                                                                for s in stages) + "</tr>" for k in keys]
+    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+
+
 def _figure(fig: Figure) -> str:
     # quote() keeps odd file names (spaces, '#') valid as relative URLs; escape() makes them valid HTML.
     src = escape(quote(fig.filename))
@@ -120,12 +130,14 @@ def write_experiment_report(report: ExperimentReport, out_dir: Path) -> Path:
         f"<p>{escape(report.description)}</p>",
         "<h2>Claims</h2>", _claims_table(report.claims), f"<p>{_badges(report.summary)}</p>",
         *(["<h2>Notes</h2>", f"<ul>{notes}</ul>"] if notes else []),
+        *(["<h2>Setup</h2>", "<p>The settings of the runs above, per stage, as logged in MLflow.</p>",
+           _setup_table(report.setup)] if report.setup else []),
         "<h2>Figures</h2>", *(_figure(f) for f in report.figures),
     ])
     html_path = out_dir / "index.html"
     html_path.write_text(_page(report.title, body), encoding="utf-8")
     data = {"experiment": report.experiment, "scale": report.scale, "runs": report.runs, "title": report.title,
-            "description": report.description, "notes": report.notes, "summary": report.summary,
+            "description": report.description, "notes": report.notes, "setup": report.setup, "summary": report.summary,
             "claims": [asdict(c) for c in report.claims], "figures": [asdict(f) for f in report.figures]}
     (out_dir / "claims.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return html_path
@@ -136,7 +148,7 @@ def read_report(claims_json: Path) -> ExperimentReport:
     data = json.loads(Path(claims_json).read_text(encoding="utf-8"))
     return ExperimentReport(data["experiment"], data["scale"], data["title"], data["description"],
                             [Figure(**f) for f in data["figures"]], [Claim(**c) for c in data["claims"]],
-                            data["runs"], data["notes"])
+                            data["runs"], data["notes"], data.get("setup", {}))
 
 
 def _thumbnail(report: ExperimentReport) -> str:

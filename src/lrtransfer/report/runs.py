@@ -18,6 +18,7 @@ class RunRecord:
     client: object = field(repr=False)
     _histories: dict = field(default_factory=dict, repr=False)
     loss_metric: str = "final/train_loss"  # what the report calls the run's final loss (see load_runs)
+    params: dict[str, str] = field(default_factory=dict, repr=False)  # the run's logged configuration
 
     @property
     def stage(self) -> str:
@@ -123,8 +124,42 @@ def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = N
         key = r.data.tags.get("config_hash", r.info.run_id)
         if r.info.status == "FINISHED" and key not in latest:
             latest[key] = RunRecord(r.info.run_id, dict(r.data.tags), dict(r.data.metrics), client,
-                                    loss_metric=loss_metric)
+                                    loss_metric=loss_metric, params=dict(r.data.params))
     failed = {r.data.tags.get("config_hash", r.info.run_id) for r in jobs
               if r.info.status in ("FAILED", "KILLED")} - set(latest)
     missing = len(hashes - set(latest) - failed) if hashes is not None else 0
     return ExperimentRuns(list(latest.values()), len(failed), missing, parents[0].info.run_id if parents else None)
+
+
+# The configuration keys a report's setup table shows.
+SETUP_KEYS = ("model.name", "data.name", "param.name", "optim.name", "optim.lr", "model.width", "model.depth",
+              "model.layers_per_block", "model.base_width", "model.base_depth", "model.branch_scale", "model.norm",
+              "model.init_scale", "train.steps", "train.batch_size", "train.warmup_steps", "seed",
+              "measure.spectra.every", "measure.spectra.batch_size", "fslr.mode")
+
+
+def _ordered(values: set[str]) -> list[str]:
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return sorted(values)
+
+
+def _relevant(key: str, params: list[dict[str, str]]) -> bool:
+    """The norm placement only where a Transformer ran, the measurement batch only where spectra were measured."""
+    if key == "model.norm":
+        return any(p.get("model.name") == "transformer" for p in params)
+    if key == "measure.spectra.batch_size":
+        return any(p.get("measure.spectra.every", "0") != "0" for p in params)
+    return any(key in p for p in params)
+
+
+def setup_table(runs: list[RunRecord]) -> dict[str, dict[str, str]]:
+    """{stage: {config key: its values across the stage's runs}}, read from the runs' logged parameters, so a
+    report states the settings of the runs it was built from (smoke, small or paper)."""
+    table: dict[str, dict[str, str]] = {}
+    for stage in sorted({r.stage for r in runs}):
+        params = [r.params for r in runs if r.stage == stage]
+        table[stage] = {key: ", ".join(_ordered({p[key] for p in params if key in p}))
+                        for key in SETUP_KEYS if _relevant(key, params)}
+    return table

@@ -124,9 +124,9 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                 logy=True), "Raw and rescaled top Hessian eigenvalue under µP: the raw one shrinks with width, "
                             "the rescaled one is the width-independent quantity.")]
     return ExperimentReport("sc_width", "", "Super Consistency: width transfer and sharpness (Fig. 1)",
-                            "ResMLP on mnist1d, SGD without momentum at batch 32, a width × LR grid per parametrization "
-                            "(µP and NTP 2 seeds, read as their mean; SP one); the top Hessian eigenvalue measured "
-                            "on a fixed batch of 256 along training.",
+                            "Plain SGD (no momentum), a width × LR grid per parametrization (configurations run with "
+                            "several seeds are read as their seed mean); the top Hessian eigenvalue, raw and rescaled, "
+                            "measured on a fixed batch along training.",
                             figs, claims, len(runs.finished), edge_notes(best, {"mup": "µP", "ntp": "NTP", "sp": "SP"}))
 
 
@@ -158,9 +158,9 @@ def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                 f"µP at η0={fmt(lr)}: the top eigenvalues of the Hessian and of the empirical NTK along training, "
                 "per width, both rescaled by the per-tensor LRs D.")]
     return ExperimentReport("sc_ntk", "", "Super Consistency: Hessian against NTK eigenvalues (A6)",
-                            "µP ResMLP on mnist1d, SGD at batch 128 over a small LR grid, zero-initialised readout; "
-                            "Hessian on a fixed batch of 64 and the NTK of the 640 (example, class) logits of that "
-                            "batch, both rescaled by the per-tensor LR multipliers D (the raw JJᵀ, also logged, "
+                            "µP with SGD over a small LR grid, zero-initialised readout; the Hessian on a fixed batch "
+                            "and the NTK of the (example, class) logits of that batch, both rescaled by the "
+                            "per-tensor LR multipliers D (the raw JJᵀ, also logged, "
                             "shrinks like 1/width under µP).", figs, claims, len(runs.finished),
                             edge_notes({"mup": best}, {"mup": "µP"}))
 
@@ -218,9 +218,9 @@ def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                                        for r in at if len(r.history("ggn/eig_0")[1]) == len(r.history("hessian/eig_0")[1])}},
                 "λmax(G) / λmax(H)"), "Share of the top Hessian eigenvalue carried by the Gauss-Newton part G.")]
     return ExperimentReport("sc_linear", "", "Super Consistency theory: two-layer linear network (A7-A9)",
-                            "f(x) = vᵀWx on a linear teacher (100-dim Gaussian inputs, 256 examples), MSE, full-batch GD "
-                            "for 500 steps, µP (relative to width 1: the paper's γ = √N) vs NTP; Hessian and "
-                            "Gauss-Newton top eigenvalues every 25 steps. The loss of the LR curves is the mean over "
+                            "f(x) = vᵀWx on a linear teacher (Gaussian inputs), MSE, full-batch GD, µP (relative to "
+                            "width 1: the paper's γ = √N) vs NTP; Hessian and Gauss-Newton top eigenvalues along "
+                            "training. The loss of the LR curves is the mean over "
                             "the whole run, since every stable LR ends at machine precision.",
                             figs, claims, len(runs.finished), edge_notes({"mup": best, "ntp": best_by(ntp, width)},
                                                                          {"mup": "µP", "ntp": "NTP"}))
@@ -250,8 +250,8 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
             eos_figure(out, {f"k=1 η0={fmt(opt)}": at}, "Rescaled sharpness times η0 per depth (dashed: edge of "
                        "stability).", depth, "depth")]
     return ExperimentReport("sc_depth", "", "Super Consistency across depth (A10-A11)",
-                            "Depth-µP ResMLP of width 64 on mnist1d, SGD with 32 warm-up steps; one layer per residual "
-                            "branch, two layers, and one layer without the 1/√L branch multiplier.",
+                            "Depth-µP, SGD with a linear warm-up; one layer per residual branch, two layers, and one "
+                            "layer without the 1/√L branch multiplier.",
                             figs, claims, len(runs.finished),
                             edge_notes(best, {"k1": "k=1", "k2": "k=2", "nb": "k=1, no branch multiplier"}, "depth"))
 
@@ -283,6 +283,6 @@ def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                 "λmax(P⁻¹H) / threshold", hlines={f"η0={fmt(opt)}": 1.0}),
                    "Adam-preconditioned sharpness over its threshold (2+2β1)/((1−β1)η) per width.")]
     return ExperimentReport("sc_adam", "", "Super Consistency with Adam: µP Transformer (soft at small scale)",
-                            "µP Transformer on character-level Shakespeare, Adam (ε=1e-12), 20 warm-up steps; the "
-                            "preconditioned sharpness on a fixed batch every 50 steps.", figs, claims, len(runs.finished),
+                            "µP Transformer, Adam (ε=1e-12) with a linear warm-up; the preconditioned sharpness on a "
+                            "fixed batch along training.", figs, claims, len(runs.finished),
                             edge_notes({"mup": best}, {"mup": "µP"}))
