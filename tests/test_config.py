@@ -120,6 +120,8 @@ BAD = {
     "param=fancy": "Could not find 'param/fancy'",
     "param.name=fancy": "param.name: Invalid value 'fancy'",
     "model=transformer data=shakespeare model.width=40": "model.width=40: must be divisible by model.head_dim=16",
+    "model=simple_convnet model.depth=2": "model.depth=2: must be 1 for model.name=simple_convnet",
+    "model=convnet model.depth=4": "model.depth=4: must be a multiple of 3 for model.name=convnet",
     "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
     "tracking.uri=htp://host:5000": "tracking.uri='htp://host:5000': must start with one of sqlite:///",
     "tracking.experiment=''": "tracking.experiment='': must be a non-empty name",
