@@ -78,6 +78,20 @@ def test_the_planned_jobs_are_the_runs_launched(smoke):
         assert launched == job_config_hashes(experiment, "smoke"), experiment
 
 
+def test_the_opt_in_convnet_variant_of_sc_width_has_its_own_report(smoke):
+    """`EXPERIMENTS=sc_width_convnet` runs sc_width's grid with the SimpleConvNet and indexes it beside the suite."""
+    tmp, uri, _ = smoke
+    result = reproduce(tmp, uri, "--experiments", "sc_width_convnet")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads((tmp / "reports" / "sc_width_convnet" / "claims.json").read_text())
+    assert report["experiment"] == "sc_width_convnet" and "SimpleConvNet" in report["title"]
+    assert {s["model.name"] for s in report["setup"].values()} == {"simple_convnet"}
+    assert [c["claim"] for c in report["claims"]] == [
+        c["claim"] for c in json.loads((tmp / "reports" / "sc_width" / "claims.json").read_text())["claims"]]
+    index = (tmp / "reports" / "index.html").read_text()
+    assert 'href="sc_width_convnet/index.html"' in index and 'href="sc_width/index.html"' in index
+
+
 def test_flerm_runs_found_their_base_record(smoke):
     _, uri, _ = smoke
     client = MlflowClient(uri)
@@ -105,11 +119,13 @@ def test_a_rerun_reuses_finished_runs(smoke):
 def test_reports_show_every_image_in_chromium(smoke, browser):
     tmp, _, _ = smoke
     profile = tmp / "chrome-profile"
-    for experiment in SUITE:
+    reports = sorted(p.parent.name for p in (tmp / "reports").glob("*/claims.json"))  # the suite, and opt-in ones
+    assert set(SUITE) <= set(reports)
+    for experiment in reports:
         page = tmp / "reports" / experiment / "index.html"
         loaded, total = images_loaded(browser, profile, page)
         assert total > 0 and loaded == total, (experiment, loaded, total)
-    assert images_loaded(browser, profile, tmp / "reports" / "index.html") == (len(SUITE), len(SUITE))
+    assert images_loaded(browser, profile, tmp / "reports" / "index.html") == (len(reports), len(reports))
 
 
 def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):

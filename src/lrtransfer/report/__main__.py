@@ -36,13 +36,15 @@ EXPERIMENTS: dict[str, Builder] = {
     "cross_flerm_sharpness": cross.cross_flerm_sharpness,
     "cross_mup_fslr": cross.cross_mup_fslr,
     "mnist1d_width_lr": flerm.mnist1d_width_lr,
+    "sc_width_convnet": sc.sc_width_convnet,
 }
 # Super Consistency picks the best LR by the train loss on a fixed batch at the end of training (criterion A1);
 # the FLeRM paper by the mean train loss of the last batches, and so does sc_linear, whose full-batch GD ends at
 # machine precision for every stable LR, so that only the loss over the whole run tells LRs apart.
-FIXED_BATCH_LOSS = {"sc_width", "sc_ntk", "sc_depth", "sc_adam"}
-# What `make reproduce` runs, in this order: both papers' figures and the two joining experiments.
-SUITE = [name for name in EXPERIMENTS if name != "mnist1d_width_lr"]
+FIXED_BATCH_LOSS = {"sc_width", "sc_width_convnet", "sc_ntk", "sc_depth", "sc_adam"}
+# What `make reproduce` runs, in this order: both papers' figures and the two joining experiments (the others
+# are opt-in, by EXPERIMENTS=...).
+SUITE = [name for name in EXPERIMENTS if name not in ("mnist1d_width_lr", "sc_width_convnet")]
 
 
 def tracking_target(experiment: str, scale: str) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,12 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                             "several seeds are read as their seed mean); the top Hessian eigenvalue, raw and rescaled, "
                             "measured on a fixed batch along training.",
                             figs, claims, len(runs.finished), edge_notes(best, {"mup": "µP", "ntp": "NTP", "sp": "SP"}))
+
+
+def sc_width_convnet(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    """sc_width's figures and claims for the runs of the paper's own SimpleConvNet."""
+    return replace(sc_width(runs, out), experiment="sc_width_convnet",
+                   title="Super Consistency: width transfer and sharpness (Fig. 1) with the paper's SimpleConvNet")
 
 
 def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
