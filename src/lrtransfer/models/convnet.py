@@ -82,11 +82,11 @@ class ResConvNet(_ConvNet):
                  base_width: int | None = None, base_depth: int | None = None, bias: bool = False,
                  param: Parametrization | str = "sp", branch_scale: str = "auto", init_scale: float = 1.0,
                  task: str = "classification"):
-        for name, value in (("depth", depth), ("base_depth", base_depth or depth)):
+        super().__init__(width, depth, base_width, base_depth)
+        for name, value in (("depth", self.depth), ("base_depth", self.base_depth)):
             if value % STAGES:
                 raise ValueError(f"{name}={value}: ResConvNet splits its blocks over {STAGES} stages, so it must be "
                                  f"a multiple of {STAGES}")
-        super().__init__(width, depth, base_width, base_depth)
         shape = _signal_shape(in_shape)
         conv = dict(spatial_dims=len(shape) - 1, bias=bias, width_mult=self.width_mult, depth_mult=self.depth_mult)
         self.stem = ScaledConv(shape[0], width, "input", stride=2, **conv)

@@ -84,12 +84,16 @@ def _status_cell(status: str) -> str:
     return f'<td class="s-{status.lower()}">{escape(status)}</td>'
 
 
+def _table(head: str, rows: list[str]) -> str:
+    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+
+
 def _claims_table(claims: list[Claim]) -> str:
     head = "<tr><th>claim</th><th>metric</th><th>threshold</th><th>measured</th><th>status</th></tr>"
     rows = [f"<tr><td>{escape(c.claim)}{' <em>(soft)</em>' if c.soft else ''}</td><td>{escape(c.metric)}</td>"
             f"<td>{escape(c.threshold)}</td><td>{escape(c.measured)}</td>{_status_cell(c.status)}</tr>"
             for c in claims]
-    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+    return _table(head, rows)
 
 
 def _setup_table(setup: dict[str, dict[str, str]]) -> str:
@@ -98,7 +102,7 @@ def _setup_table(setup: dict[str, dict[str, str]]) -> str:
     head = "<tr><th>setting</th>" + "".join(f"<th>{escape(s)}</th>" for s in stages) + "</tr>"
     rows = [f"<tr><td><code>{escape(k)}</code></td>" + "".join(f"<td>{escape(setup[s].get(k, ''))}</td>"
                                                                 for s in stages) + "</tr>" for k in keys]
-    return "<table>\n" + "\n".join([head, *rows]) + "\n</table>"
+    return _table(head, rows)
 
 
 def _figure(fig: Figure) -> str:
