@@ -93,6 +93,15 @@ def test_every_paper_scale_model_builds_for_its_data(experiment):
     assert built
 
 
+def test_paper_depth_convnet_has_the_papers_branch_constant():
+    """The paper's depth runs multiply each branch by β/√L with β = 3: √3 at the 3-block base, √3/2 at 12 blocks."""
+    models = {}
+    for _, cfg in stage_job_configs("sc_depth", "paper", *stages_and_grid("sc_depth", "paper")):
+        if cfg.tags.stage == "k1" and cfg.model.depth in (3, 12):
+            models[cfg.model.depth] = build_model(cfg, _stand_in_data(cfg))
+    assert {d: m.blocks[0].branch_multiplier for d, m in models.items()} == pytest.approx({3: 3 ** 0.5, 12: 3 ** 0.5 / 2})
+
+
 def test_scale_specific_files_change_the_grid():
     (smoke, _), (small, _) = stages_and_grid("sc_width", "smoke"), stages_and_grid("sc_width", "small")
     assert list(smoke) == list(small) == ["mup", "ntp", "sp"]
@@ -122,6 +131,7 @@ BAD = {
     "model=transformer data=shakespeare model.width=40": "model.width=40: must be divisible by model.head_dim=16",
     "model=simple_convnet model.depth=2": "model.depth=2: must be 1 for model.name=simple_convnet",
     "model=convnet model.depth=4": "model.depth=4: must be a multiple of 3 for model.name=convnet",
+    "model.branch_mult=0": "model.branch_mult=0.0: must be positive",
     "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
     "tracking.uri=htp://host:5000": "tracking.uri='htp://host:5000': must start with one of sqlite:///",
     "tracking.experiment=''": "tracking.experiment='': must be a non-empty name",

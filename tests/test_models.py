@@ -47,6 +47,23 @@ def test_resmlp_branch_multiplier_and_layers_per_block():
     assert all(b.branch_multiplier == pytest.approx(0.25) for b in m.blocks)
 
 
+def test_branch_mult_multiplies_every_branch_at_every_depth():
+    x = torch.randn(5, 10)
+    models = {}
+    for mult in (1.0, 3.0):
+        torch.manual_seed(0)
+        models[mult] = ResMLP(10, 3, 16, 8, base_depth=2, param="depth_mup", branch_mult=mult)
+    assert all(b.branch_multiplier == pytest.approx(1.5) for b in models[3.0].blocks)  # 3 × (8/2)^-½
+    plain, tripled = models[1.0], models[3.0]
+    h_plain = h_tripled = plain.input(x)
+    for b_plain, b_tripled in zip(plain.blocks, tripled.blocks):  # same weights: x + 3·m·f(x) block by block
+        h_plain, h_tripled = b_plain(h_plain), h_tripled + 1.5 * b_tripled.branch(h_tripled)
+    assert torch.allclose(tripled(x), tripled.readout(h_tripled), atol=1e-6)
+    assert not torch.allclose(plain(x), tripled(x))
+    with pytest.raises(ValueError, match="branch_mult=0: a residual branch multiplier must be positive"):
+        ResMLP(10, 3, 16, 8, branch_mult=0)
+
+
 def test_branch_init_scaling_is_the_multiplier_at_init_but_not_in_the_gradients():
     """sqrt_depth_init puts 1/√m on the branch weights' init instead of a forward multiplier: the same function,
     but an update of a branch weight moves it √m times more (what makes SP's best LR shrink with depth)."""

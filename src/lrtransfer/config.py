@@ -102,6 +102,7 @@ class ModelConfig:
     base_depth: int = 4
     norm: NormPlacement = NormPlacement.pre
     branch_scale: BranchScale = BranchScale.auto
+    branch_mult: float = 1.0  # residual-branch multiplier at the base depth; branch_scale scales it with depth
     head_dim: int = 16
     qk_norm: bool = False
     bias: bool = True
@@ -284,6 +285,7 @@ def validate(cfg: Any) -> None:
     _check(m.base_depth >= 1, "model.base_depth", m.base_depth, "must be at least 1")
     _check(m.layers_per_block >= 1, "model.layers_per_block", m.layers_per_block, "must be at least 1")
     _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
+    _check(m.branch_mult > 0, "model.branch_mult", m.branch_mult, "must be positive")
     _check(d.target_scale > 0, "data.target_scale", d.target_scale, "must be positive")
     if _name(m.name) == "simple_convnet":  # two fixed conv layers: no depth axis to sweep
         _check(m.depth == 1, "model.depth", m.depth,

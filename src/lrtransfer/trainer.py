@@ -56,7 +56,8 @@ def build_model(cfg: DictConfig, data) -> ScalableModel:
     m, p = cfg.model, Parametrization(value(cfg.param.name), cfg.param.alpha, cfg.param.readout_zero_init)
     name = value(m.name)
     common = dict(base_width=m.base_width, param=p)
-    scaling = dict(base_depth=m.base_depth, branch_scale=value(m.branch_scale), init_scale=m.init_scale)
+    scaling = dict(base_depth=m.base_depth, branch_scale=value(m.branch_scale), init_scale=m.init_scale,
+                   branch_mult=m.branch_mult)
     if name == "transformer":
         if data.task != "language":
             raise UserError(f"model.name=transformer needs a language dataset, not data.name={value(cfg.data.name)}")

@@ -27,8 +27,14 @@ class ScalableModel(nn.Module):
         self.depth_mult = depth / self.base_depth
 
     def parametrize(self, param: Parametrization | str = "sp", *, branch_scale: str = "auto",
-                    init_scale: float = 1.0) -> "ScalableModel":
-        """(Re-)initialise every parameter and set every multiplier according to ``param``."""
+                    init_scale: float = 1.0, branch_mult: float = 1.0) -> "ScalableModel":
+        """(Re-)initialise every parameter and set every multiplier according to ``param``.
+
+        ``branch_mult``: every residual branch's multiplier at the base depth (the Super Consistency code's
+        β/√L_base); ``branch_scale`` scales it with depth.
+        """
+        if not branch_mult > 0:
+            raise ValueError(f"branch_mult={branch_mult}: a residual branch multiplier must be positive")
         param = Parametrization(param) if isinstance(param, str) else param
         self.parametrization = param
         branch_init = param.branch_init_scale(self.depth_mult, branch_scale)
@@ -37,7 +43,7 @@ class ScalableModel(nn.Module):
                 in_block = any(spec.in_block for spec in module.specs.values())
                 module.apply_parametrization(param, init_scale * (branch_init if in_block else 1.0))
             elif isinstance(module, Residual):
-                module.branch_multiplier = param.branch_multiplier(self.depth_mult, branch_scale)
+                module.branch_multiplier = branch_mult * param.branch_multiplier(self.depth_mult, branch_scale)
         return self
 
     def param_specs(self) -> dict[str, ParamSpec]:

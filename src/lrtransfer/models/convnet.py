@@ -81,7 +81,7 @@ class ResConvNet(_ConvNet):
     def __init__(self, in_shape: Sequence[int], out_dim: int, width: int, depth: int, *, layers_per_block: int = 1,
                  base_width: int | None = None, base_depth: int | None = None, bias: bool = False,
                  param: Parametrization | str = "sp", branch_scale: str = "auto", init_scale: float = 1.0,
-                 task: str = "classification"):
+                 branch_mult: float = 1.0, task: str = "classification"):
         super().__init__(width, depth, base_width, base_depth)
         for name, value in (("depth", self.depth), ("base_depth", self.base_depth)):
             if value % STAGES:
@@ -96,7 +96,7 @@ class ResConvNet(_ConvNet):
                                      for layer in (nn.ReLU(), ScaledConv(width, width, "hidden", in_block=True, **conv))]))
             for _ in range(depth))
         self._add_readout(shape, out_dim, bias, task)
-        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale)
+        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale, branch_mult=branch_mult)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x, per_stage = self.stem(x), len(self.blocks) // STAGES

@@ -16,7 +16,7 @@ class ResMLP(ScalableModel):
     def __init__(self, in_dim: int, out_dim: int, width: int, depth: int, *, layers_per_block: int = 1,
                  base_width: int | None = None, base_depth: int | None = None, bias: bool = True,
                  param: Parametrization | str = "sp", branch_scale: str = "auto", init_scale: float = 1.0,
-                 task: str = "classification"):
+                 branch_mult: float = 1.0, task: str = "classification"):
         super().__init__(width, depth, base_width, base_depth)
         self.task = task
         shape = dict(width_mult=self.width_mult, depth_mult=self.depth_mult)
@@ -29,7 +29,7 @@ class ResMLP(ScalableModel):
             blocks.append(Residual(nn.Sequential(*layers)))
         self.blocks = nn.Sequential(*blocks)
         self.readout = ScaledLinear(width, out_dim, "readout", bias=bias, bias_wide=False, **shape)
-        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale)
+        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale, branch_mult=branch_mult)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.blocks(self.input(x.flatten(1))))

@@ -51,7 +51,7 @@ class Transformer(ScalableModel):
     def __init__(self, vocab_size: int, seq_len: int, width: int, depth: int, *, head_dim: int = 16,
                  norm: str = "pre", qk_norm: bool = False, bias: bool = True, base_width: int | None = None,
                  base_depth: int | None = None, param: Parametrization | str = "sp", branch_scale: str = "auto",
-                 init_scale: float = 1.0):
+                 init_scale: float = 1.0, branch_mult: float = 1.0):
         super().__init__(width, depth, base_width, base_depth)
         if norm not in NORMS:
             raise ValueError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")
@@ -71,7 +71,7 @@ class Transformer(ScalableModel):
         self.blocks = nn.Sequential(*blocks)
         self.final_norm = ScaledLayerNorm(width, **shape) if norm != "none" else nn.Identity()
         self.readout = ScaledLinear(width, vocab_size, "readout", bias=bias, bias_wide=False, **shape)
-        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale)
+        self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale, branch_mult=branch_mult)
 
     def parametrize(self, param="sp", **kwargs):
         super().parametrize(param, **kwargs)
