@@ -132,6 +132,8 @@ BAD = {
     "model=simple_convnet model.depth=2": "model.depth=2: must be 1 for model.name=simple_convnet",
     "model=convnet model.depth=4": "model.depth=4: must be a multiple of 3 for model.name=convnet",
     "model.branch_mult=0": "model.branch_mult=0.0: must be positive",
+    "model=simple_convnet model.branch_mult=3": "model.branch_mult=3.0: model.name=simple_convnet has no residual branches",
+    "model=linear data=teacher model.branch_scale=none": "model.branch_scale='none': model.name=linear has no residual",
     "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
     "tracking.uri=htp://host:5000": "tracking.uri='htp://host:5000': must start with one of sqlite:///",
     "tracking.experiment=''": "tracking.experiment='': must be a non-empty name",

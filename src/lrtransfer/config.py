@@ -287,6 +287,11 @@ def validate(cfg: Any) -> None:
     _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
     _check(m.branch_mult > 0, "model.branch_mult", m.branch_mult, "must be positive")
     _check(d.target_scale > 0, "data.target_scale", d.target_scale, "must be positive")
+    if _name(m.name) in ("linear", "simple_convnet"):  # no residual branches: their keys would silently do nothing
+        _check(_name(m.branch_scale) == "auto", "model.branch_scale", _name(m.branch_scale),
+               f"model.name={_name(m.name)} has no residual branches to scale")
+        _check(m.branch_mult == 1, "model.branch_mult", m.branch_mult,
+               f"model.name={_name(m.name)} has no residual branches to multiply")
     if _name(m.name) == "simple_convnet":  # two fixed conv layers: no depth axis to sweep
         _check(m.depth == 1, "model.depth", m.depth,
                "must be 1 for model.name=simple_convnet (it has no residual blocks)")
