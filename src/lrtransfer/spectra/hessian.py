@@ -31,7 +31,7 @@ def top_hessian_eigenvalues(model: nn.Module, loss_fn: LossFn, inputs: torch.Ten
             of the Rayleigh quotient, at most 100 products per eigenvalue; finds the largest-magnitude
             eigenvalues).
         tol, max_iter: see :func:`lrtransfer.spectra.eigensolvers.top_eigenpairs` (Lanczos default: residual
-            ≤ √eps·|λ_max|, at most 100 products; Lanczos keeps ``max_iter`` vectors of parameter size).
+            ≤ √eps·|λ_max|, at most 100 products; Lanczos stores one vector of parameter size per product).
         init: warm start, (m, n_params) flat vectors such as the ``vectors`` of a previous call.
         scaling: {parameter name: D (float, or tensor broadcastable to the parameter)} for every trainable
             parameter; the operator becomes D^½ H D^½.  With D = each parameter's SGD learning rate divided
