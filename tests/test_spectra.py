@@ -250,8 +250,8 @@ def test_lanczos_reserves_memory_for_the_vectors_it_uses_not_max_iter():
     result = top_eigenpairs(op, k=1, tol=1e-3, max_iter=100)
     assert result.values.item() == pytest.approx(100.0, rel=1e-3)
     assert len(sizes) < 10
-    # 0.28 GB measured (4 vectors reserved, plus the start, block and product vectors); reserving 100 took 4.1 GB
-    assert max(sizes) - before < 25 * dim * 4
+    # 0.76 GB measured: 16 vectors reserved (0.64 GB), plus the start, block and product vectors; 100 took 4.1 GB
+    assert max(sizes) - before < 40 * dim * 4
 
 
 def test_degenerate_ggn_and_ntk_of_a_zero_readout_model_match_dense():

@@ -115,9 +115,10 @@ def lanczos(op: Operator, k: int, tol: float, max_iter: int, start: torch.Tensor
     a block of k vectors finds eigenvalues repeated up to k times.  k = 1 is classical Lanczos.
     """
     capacity = min(max_iter, op.dim)  # basis vectors; the last block is cut to fit
-    # Storage grows by doubling: reserving all max_iter vectors up front would hold 10 GB of GPU memory for
-    # sc_adam's 26M-parameter paper-scale Transformer, however few products it needs.
-    basis = torch.empty(min(capacity, 4 * len(start)), op.dim, dtype=op.dtype, device=op.device)
+    # Storage grows by doubling from 16 vectors (most k = 1 solves need 5-15 products, so they copy nothing):
+    # reserving all max_iter vectors up front would hold 10 GB of GPU memory for sc_adam's 26M-parameter
+    # paper-scale Transformer, however few products it needs.
+    basis = torch.empty(min(capacity, max(16, 4 * len(start))), op.dim, dtype=op.dtype, device=op.device)
     t = torch.zeros(capacity, capacity, dtype=torch.float64)  # the block tridiagonal projection
     block, lo = _orthonormal_block(start, basis[:0], 0.0, op, generator)[0], 0
     while True:
