@@ -16,8 +16,8 @@ from test_data import write_cifar_like
 # Everything a job's cost grows with; the rest (model, widths, depths, parametrization, optimizer, spectra
 # methods and k, FSLR estimator) stays as the paper scale sets it.
 SHRINK = {"train.steps": 2, "train.batch_size": 2, "train.eval_batch_size": 4, "train.warmup_steps": 1,
-          "train.final_window": 1, "train.eval_every": 1, "measure.spectra.every": 1,
-          "measure.spectra.batch_size": 4, "fslr.every": 1, "fslr.warmup_samples": 2}
+          "train.final_window": 1, "measure.spectra.batch_size": 4, "fslr.warmup_samples": 2}
+PERIODS = ("train.eval_every", "measure.spectra.every", "fslr.every")  # every step where on; off stays off
 DATA_SIZES = {"cifar10": (16, 4), "wikitext103": (4096, 1024)}  # (n_train, n_test): images, or byte tokens
 
 
@@ -34,6 +34,9 @@ def stand_in_data(tmp_path_factory):
 def shrunk(cfg, data_root, tracking_uri, tmp_path):
     for key, v in SHRINK.items():
         OmegaConf.update(cfg, key, v, merge=True)
+    for key in PERIODS:
+        if OmegaConf.select(cfg, key):
+            OmegaConf.update(cfg, key, 1, merge=True)
     name = value(cfg.data.name)
     if name in DATA_SIZES:
         cfg.data.path = str(data_root / name)
