@@ -115,7 +115,7 @@ def lanczos(op: Operator, k: int, tol: float, max_iter: int, start: torch.Tensor
     a block of k vectors finds eigenvalues repeated up to k times.  k = 1 is classical Lanczos.
     """
     capacity = min(max_iter, op.dim)  # basis vectors; the last block is cut to fit
-    # Storage grows by doubling from 16 vectors (most k = 1 solves need 5-15 products, so they copy nothing):
+    # Storage starts at 16 vectors (4 blocks if k > 4) and doubles (k = 1 solves of 5-15 products copy nothing):
     # reserving all max_iter vectors up front would hold 10 GB of GPU memory for sc_adam's 26M-parameter
     # paper-scale Transformer, however few products it needs.
     basis = torch.empty(min(capacity, max(16, 4 * len(start))), op.dim, dtype=op.dtype, device=op.device)
