@@ -5,7 +5,8 @@ PYTHON := $(VENV)/bin/python
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 SCALE ?= small
-LAUNCHER ?= local
+LAUNCHER ?= parallel
+JOBS ?=
 EXPERIMENTS ?= all
 UI_PORT ?= 5000
 SERVER_HOST ?= 127.0.0.1
@@ -38,7 +39,7 @@ slurm-down:
 	bash scripts/slurm_down.sh
 
 reproduce: install
-	$(PYTHON) -m lrtransfer.reproduce --scale $(SCALE) --launcher $(LAUNCHER) --experiments $(EXPERIMENTS)
+	$(PYTHON) -m lrtransfer.reproduce --scale $(SCALE) --launcher $(LAUNCHER) --experiments $(EXPERIMENTS) $(if $(JOBS),--jobs $(JOBS))
 
 ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db --host 127.0.0.1 --port $(UI_PORT)

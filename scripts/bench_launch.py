@@ -1,4 +1,5 @@
-"""Launch overhead per job (basic vs submitit_local vs Slurm) and MLflow logging throughput over HTTP
+"""Launch overhead per job (basic vs parallel vs submitit_local vs Slurm), the training throughput of the
+parallel launcher against the basic one on sc_width's jobs, and MLflow logging throughput over HTTP
 (log_batch vs one call per point), all measured in this run. Needs a Slurm for the Slurm row
 (scripts/slurm_up.sh); the row is skipped otherwise.  Usage: python scripts/bench_launch.py [--jobs 8]
 """
@@ -19,6 +20,7 @@ from lrtransfer.tracking import RunTracker
 
 LAUNCHERS = {
     "basic (in-process)": [],
+    "parallel (joblib, one job per core)": ["hydra/launcher=parallel"],
     "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
     "slurm (submitit_slurm)": ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.mem_gb=1"],
 }
@@ -40,10 +42,15 @@ def slurm_available() -> bool:
         return False
 
 
-def sweep_seconds(extra: list[str], jobs: int, uri: str, tmp: Path, tag: str) -> float:
-    """Wall time of a sweep of ``jobs`` one-step jobs, from command start to exit."""
+ONE_STEP = ["scale=smoke", "train.steps=1"]
+# sc_width's µP job at width 128 and its best LR (800 SGD steps, the sharpness every 64 steps)
+SC_WIDTH_JOB = ["experiment=sc_width", "scale=small", "param=mup", "model.width=128", "optim.lr=0.25"]
+
+
+def sweep_seconds(extra: list[str], jobs: int, uri: str, tmp: Path, tag: str, job: list[str] = ONE_STEP) -> float:
+    """Wall time of a sweep of ``jobs`` jobs (one per seed), from command start to exit."""
     seeds = ",".join(str(i) for i in range(jobs))
-    cmd = [sys.executable, "-m", "lrtransfer.train", "-m", *extra, "scale=smoke", "train.steps=1", f"seed={seeds}",
+    cmd = [sys.executable, "-m", "lrtransfer.train", "-m", *extra, *job, "train.progress=false", f"seed={seeds}",
            f"tracking.uri={uri}", f"tracking.experiment=bench-{tag}", f"hydra.sweep.dir={tmp}/{tag}",
            f"data.cache_dir={tmp}/cache"]
     start = time.perf_counter()
@@ -84,6 +91,13 @@ def main() -> None:
                 secs = sweep_seconds(extra, args.jobs, url, tmp, name.split()[0])
                 base = base or secs / args.jobs
                 print(f"| {name} | {secs:.1f} | {secs / args.jobs:.2f} | {secs / args.jobs / base:.2f}x |")
+            print(f"\n| {args.jobs} sc_width jobs (µP, width 128, 800 steps) | wall time (s) | jobs per minute | speed-up vs basic |")
+            print("|---|---|---|---|")
+            base = None
+            for name in ("basic (in-process)", "parallel (joblib, one job per core)"):
+                secs = sweep_seconds(LAUNCHERS[name], args.jobs, url, tmp, "train-" + name.split()[0], SC_WIDTH_JOB)
+                base = base or secs
+                print(f"| {name} | {secs:.1f} | {60 * args.jobs / secs:.1f} | {base / secs:.2f}x |")
             batched = logging_rate(url, args.points, batched=True)
             single = logging_rate(url, args.points // 4, batched=False)
             print("\n| MLflow over HTTP | points/s | vs per-point |")

@@ -128,6 +128,14 @@ def test_reports_show_every_image_in_chromium(smoke, browser):
     assert images_loaded(browser, profile, tmp / "reports" / "index.html") == (len(reports), len(reports))
 
 
+@pytest.mark.parametrize("args", [["--jobs", "0"], ["--launcher", "local", "--jobs", "2"]])
+def test_a_bad_number_of_parallel_jobs_is_one_line(tmp_path, args):
+    result = reproduce(tmp_path, f"sqlite:///{tmp_path}/mlflow.db", *args)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --jobs={args[-1]}: a positive number of jobs at a time, for --launcher parallel only"]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke", "--experiments", "sc_width,sc_ntk",

@@ -148,6 +148,48 @@ def test_prechecked_sweeper_composes_each_job_once(sweeper, compositions, tracki
     assert len(calls) == compositions
 
 
+def test_parallel_sweeps_in_one_process_give_each_job_its_own_sweeps_parent(tracking_uri, tmp_path, monkeypatch):
+    """reproduce runs its stages one after another in one process; joblib's workers outlive a sweep, so an
+    id they inherited from the first sweep's environment would file the second sweep's jobs under it."""
+    from lrtransfer import train
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    for sweep, lrs in (("first", "0.001,0.002"), ("second", "0.003,0.004")):
+        try:
+            train.main(["-m", "scale=smoke", f"tracking.uri={tracking_uri}", "tracking.experiment=parallel",
+                        f"data.cache_dir={tmp_path}/cache", "train.steps=3", f"optim.lr={lrs}", "train.progress=false",
+                        "hydra/launcher=parallel", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/{sweep}"],
+                       checked=True)
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    client = mlflow_client(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("parallel").experiment_id])
+    parents = {r.info.run_id: r.data.tags["sweep_dir"].rsplit("/", 1)[-1] for r in runs if r.data.tags.get("sweep") == "true"}
+    jobs = sorted((r.data.tags["lr"], parents[r.data.tags["mlflow.parentRunId"]], r.info.status)
+                  for r in runs if r.data.tags.get("sweep") != "true")
+    assert jobs == [("0.001", "first", "FINISHED"), ("0.002", "first", "FINISHED"),
+                    ("0.003", "second", "FINISHED"), ("0.004", "second", "FINISHED")]
+    from joblib import cpu_count  # joblib shares the cores among the workers' threads, and the runs say so
+    assert {r.data.tags.get("torch_threads") for r in runs if r.data.tags.get("sweep") != "true"} == \
+        {str(max(1, cpu_count() // 2))}
+
+
+@pytest.mark.parametrize("local_jobs, status", [(True, "FAILED"), (False, "RUNNING")])
+def test_an_aborted_sweep_closes_the_open_runs_of_jobs_that_cannot_outlive_it(tracking_uri, local_jobs, status):
+    """joblib SIGKILLs its workers when the sweep is aborted (SIGTERM): their runs would stay RUNNING.
+    Slurm jobs may still be running and closing their runs themselves."""
+    from lrtransfer.sweep import SweepCallback
+    from lrtransfer.tracking import RunTracker
+
+    callback = SweepCallback()
+    callback.parent, callback.local_jobs = RunTracker(tracking_uri, "aborted", tags={"sweep": "true"}), local_jobs
+    job = RunTracker(tracking_uri, "aborted", parent_run_id=callback.parent.run_id)
+    callback.finish(aborted=True)
+    client = mlflow_client(tracking_uri)
+    assert client.get_run(callback.parent.run_id).info.status == "FAILED"
+    assert client.get_run(job.run_id).info.status == status
+
+
 def wait_for_checkpoint(job_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while not list(job_dir.glob("checkpoint/*/last.pt")) and time.time() < deadline and process.poll() is None:

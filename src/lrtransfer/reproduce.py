@@ -1,6 +1,6 @@
 """`make reproduce`: run each experiment's stages as sweeps, then build the reports from MLflow.
 
-Usage: python -m lrtransfer.reproduce --scale small --launcher local --experiments all
+Usage: python -m lrtransfer.reproduce --scale small --launcher parallel --experiments all
 
 An experiment's ``stages`` (conf/experiment/<name>.yaml) run in order, each a Hydra multirun over the
 experiment's grid with the stage's overrides on top, so FLeRM's base records exist before the runs
@@ -16,6 +16,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from . import train
 from .config import register_configs
@@ -35,13 +37,15 @@ def check_launch(first_stage_argv: list[str]) -> None:
 
 
 def stage_argv(experiment: str, scale: str, launcher: str, stage: str, overrides: list[str],
-               sweep_dir: Path) -> list[str]:
+               sweep_dir: Path, jobs: int | None = None) -> list[str]:
     # Every job was composed and validated while planning: the prechecked sweeper does not compose
     # each job a second time before launching it.
     argv = ["-m", f"experiment={experiment}", f"scale={scale}", "reuse=true", f"hydra.sweep.dir={sweep_dir}",
             "hydra/sweeper=prechecked", *stage_overrides(stage, overrides)]
     if launcher != "local":  # e.g. slurm = conf/hydra/launcher/slurm.yaml with the cluster profile
         argv.append(f"hydra/launcher={launcher}")
+    if jobs is not None:
+        argv.append(f"hydra.launcher.n_jobs={jobs}")
     return argv
 
 
@@ -63,13 +67,23 @@ def run_stage(argv: list[str]) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--scale", default="small", choices=["smoke", "small", "paper"])
-    ap.add_argument("--launcher", default="local", help="local (in-process), slurm (conf/hydra/launcher/slurm.yaml), submitit_local, ...")
+    ap.add_argument("--launcher", default="parallel",
+                    help="parallel (jobs in worker processes, one per core), local (in-process, one job at a time), "
+                         "slurm (conf/hydra/launcher/slurm.yaml), submitit_local, ...")
+    ap.add_argument("--jobs", type=int, help="parallel launcher: jobs at a time (default: one per core, or "
+                                             "one at a time where CUDA is available: the jobs would share one GPU)")
     ap.add_argument("--experiments", default="all", help=f"comma-separated, or all: {','.join(SUITE)}")
     ap.add_argument("--outputs", type=Path, default=PROJECT_DIR / "outputs", help="where the sweeps' folders go")
     ap.add_argument("--reports", type=Path, default=PROJECT_DIR / "reports")
     args = ap.parse_args()
     os.chdir(PROJECT_DIR)  # the default tracking URI is relative to the working directory
     register_configs()
+    if args.jobs is not None and (args.launcher != "parallel" or args.jobs < 1):
+        print(f"error: --jobs={args.jobs}: a positive number of jobs at a time, for --launcher parallel only",
+              file=sys.stderr)
+        return 2
+    if args.jobs is None and args.launcher == "parallel" and torch.cuda.is_available():
+        args.jobs = 1
     experiments = SUITE if args.experiments == "all" else args.experiments.split(",")
     unknown = [e for e in experiments if not (CONF_DIR / "experiment" / f"{e}.yaml").exists()]
     if unknown:
@@ -81,7 +95,8 @@ def main() -> int:
         for experiment in experiments:
             overrides, grid = stages_and_grid(experiment, args.scale)
             stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, extra,
-                                         args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage))
+                                         args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage,
+                                         args.jobs))
                       for stage, extra in overrides.items()]
             check_launch(stages[0][1])
             hashes = stage_config_hashes(experiment, args.scale, overrides, grid)  # validates every job

@@ -2,7 +2,8 @@
 
 ``on_multirun_start`` runs on the submitting side before any job: it creates the database and the
 experiment (avoiding SQLite's first-use race) and the parent run, whose id reaches the jobs through
-an environment variable (inherited by in-process, submitit-local and Slurm jobs alike).
+an environment variable (inherited by in-process, submitit-local and Slurm jobs alike, and set per job
+for the parallel launcher's long-lived workers).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import sys
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, read_write
 
 from .config import register_configs
 from .errors import one_line
@@ -47,10 +48,16 @@ def close_open_sweeps() -> None:
         _open_sweeps.pop().finish(aborted=True)
 
 
+# Launchers whose jobs cannot outlive the sweep: in-process, and joblib's workers, which it kills (SIGKILL)
+# when the sweep is aborted. Cluster jobs can.
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher")
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
         register_configs()
         self.parent: RunTracker | None = None
+        self.local_jobs = False
 
     # Hydra turns a callback's exception into a warning and goes on (launching every job without a parent
     # run, or exiting 0 with the parent open); SystemExit gets through, so failures end the sweep in one line.
@@ -66,11 +73,16 @@ class SweepCallback(Callback):
             os.environ[PARENT_RUN_ENV] = config.tracking.parent_run_id
             return
         sweep_dir = config.hydra.sweep.dir
+        self.local_jobs = str(config.hydra.launcher._target_).endswith(LOCAL_LAUNCHERS)
         self.parent = RunTracker(config.tracking.uri, config.tracking.experiment,
                                  run_name=f"sweep-{os.path.basename(str(sweep_dir))}",
                                  tags={"sweep": "true", "sweep_dir": str(sweep_dir), "scale": str(config.scale),
                                        "overrides": " ".join(config.hydra.overrides.task)})
         os.environ[PARENT_RUN_ENV] = self.parent.run_id
+        # Worker processes that outlive one sweep (hydra/launcher=parallel, joblib's) keep the environment
+        # they started with; Hydra sets hydra.job.env_set around each job, so every job gets its own sweep's id.
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{PARENT_RUN_ENV}='{self.parent.run_id}'")
         _open_sweeps.append(self)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -91,7 +103,7 @@ class SweepCallback(Callback):
         """Close orphaned job runs and the parent, tag job counts, print the per-job summary.
 
         ``aborted``: the launcher raised, and cluster jobs may still be running; leave their runs be."""
-        if not aborted:
+        if not aborted or self.local_jobs:
             close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id))
         client = self.parent.client
         jobs = [(r, job_status(r)) for r in child_runs(client, self.parent.run_id)]

@@ -256,7 +256,9 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
         torch.set_rng_state(ckpt["torch_rng"])
     else:
         tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), 0)
-        tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device)})
+        # CPU threads change the summation order, so the last bits of every result (launcher-dependent)
+        tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device),
+                          "torch_threads": torch.get_num_threads()})
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),
