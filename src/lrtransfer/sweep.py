@@ -102,7 +102,8 @@ class SweepCallback(Callback):
     def finish(self, aborted: bool = False) -> None:
         """Close orphaned job runs and the parent, tag job counts, print the per-job summary.
 
-        ``aborted``: the launcher raised, and cluster jobs may still be running; leave their runs be."""
+        ``aborted``: the launcher raised. Cluster jobs may still be running, so their runs are left be; the
+        runs of local jobs (killed with the launcher) are closed."""
         if not aborted or self.local_jobs:
             close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id))
         client = self.parent.client
