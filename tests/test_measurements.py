@@ -88,6 +88,31 @@ def test_flerm_takes_only_base_runs_recorded_with_its_own_settings(make_cfg, tra
                               "train.warmup_steps=2"), tmp_path / "w2")
 
 
+def test_a_flerm_run_is_not_reused_once_its_base_record_changed(make_cfg, tracking_uri, tmp_path):
+    """A base seed added after a FLeRM run changes the averaged record it would read: a rerun (the job, and
+    reproduce's per-stage check) must train it again instead of reusing LRs set from the old record."""
+    from lrtransfer.tracking import finished_config_hashes
+
+    base = ["model.base_width=32", "model.depth=1", "model.base_depth=1", "fslr.warmup_samples=3", "optim=adam",
+            "reuse=true"]
+    run_training(make_cfg(*base, "model.width=32", "fslr.mode=record", "seed=0"), tmp_path / "base0")
+    first = run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm"), tmp_path / "w")
+    again = run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm"), tmp_path / "w")
+    assert again["run_id"] == first["run_id"] and again["status"].startswith("REUSED")
+    flerm_hash = mlflow_client(tracking_uri).get_run(first["run_id"]).data.tags["config_hash"]
+    assert flerm_hash in finished_config_hashes(tracking_uri, "default")
+
+    run_training(make_cfg(*base, "model.width=32", "fslr.mode=record", "seed=1"), tmp_path / "base1")
+    assert flerm_hash not in finished_config_hashes(tracking_uri, "default")
+    fresh = run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm"), tmp_path / "w")
+    assert fresh["run_id"] != first["run_id"] and fresh["status"] == "FINISHED"
+    run = mlflow_client(tracking_uri).get_run(fresh["run_id"])
+    assert run.data.tags["fslr_base"] == "2 base run(s) in experiment 'default'"
+    assert flerm_hash in finished_config_hashes(tracking_uri, "default")
+    assert run_training(make_cfg(*base, "model.width=64", "fslr.mode=flerm"), tmp_path / "w")["run_id"] == \
+        fresh["run_id"]
+
+
 def test_flerm_without_a_base_run_fails_in_one_line(monkeypatch, capsys, tmp_path):
     uri = f"sqlite:///{tmp_path}/m.db"
     monkeypatch.setattr(sys, "argv", ["lrtransfer-train", "scale=smoke", f"tracking.uri={uri}", "fslr.mode=flerm",

@@ -42,9 +42,33 @@ def base_key(cfg, width: int, depth: int, init_scale: float) -> str:
     return fingerprint(c)
 
 
+def target_base_key(cfg) -> str:
+    """The base key a FLeRM target at ``cfg`` searches for (its base sizes and init scale)."""
+    return base_key(cfg, cfg.model.base_width, cfg.model.base_depth, cfg.fslr.base.init_scale)
+
+
 def base_run_filter(cfg) -> str:
-    key = base_key(cfg, cfg.model.base_width, cfg.model.base_depth, cfg.fslr.base.init_scale)
-    return f"tags.fslr_mode = 'record' and tags.fslr_base_key = '{key}' and attributes.status = 'FINISHED'"
+    return (f"tags.fslr_mode = 'record' and tags.fslr_base_key = '{target_base_key(cfg)}' "
+            "and attributes.status = 'FINISHED'")
+
+
+def searched_base(cfg) -> bool:
+    """Whether the base record is found in MLflow by the base model's settings (not a given file or run)."""
+    return not (cfg.fslr.base.path or cfg.fslr.base.run_id)
+
+
+def base_runs(cfg, client) -> tuple[list, str]:
+    """(every finished record run of this target's base model, the experiment searched)."""
+    name = cfg.fslr.base.experiment or cfg.tracking.experiment
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], filter_string=base_run_filter(cfg), max_results=1000) if exp else []
+    return runs, name
+
+
+def base_changed_since(cfg, client, run) -> bool:
+    """Whether a base record that a FLeRM target at ``cfg`` would read now finished after ``run`` started
+    (a seed added, or the base rerun): ``run``'s LRs came from another record, so it is not a result to reuse."""
+    return searched_base(cfg) and any(r.info.end_time > run.info.start_time for r in base_runs(cfg, client)[0])
 
 
 def _run_record(client, run_id: str) -> dict:
@@ -65,10 +89,7 @@ def find_base_record(cfg, client, value) -> tuple[dict, str]:
         return load_record(base.path), f"file {base.path}"
     if base.run_id:
         return _run_record(client, base.run_id), f"run {base.run_id}"
-    name = base.experiment or cfg.tracking.experiment
-    exp = client.get_experiment_by_name(name)
-    query = base_run_filter(cfg)
-    runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=1000) if exp else []
+    runs, name = base_runs(cfg, client)
     if not runs:
         raise BaseRecordError(
             f"fslr.mode=flerm: no finished base run in experiment {name!r} with model={value(cfg.model.name)} "

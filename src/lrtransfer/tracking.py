@@ -22,6 +22,7 @@ from .errors import TrackingUnavailableError
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PARENT_RUN_ENV = "LRTRANSFER_PARENT_RUN_ID"
+READS_BASE_KEY = "fslr_reads_base_key"  # tag of a FLeRM run: the fslr_base_key of the base records it read
 REUSED_TAG_PREFIX = "reused_job."  # + run id, on a sweep's parent run: a run one of its jobs reused
 PARAM_BATCH = 100  # MLflow's REST limit on params per request
 METRIC_BATCH = 1000
@@ -200,13 +201,21 @@ def find_finished_run(uri: str, experiment: str, config_hash: str):
 
 
 def finished_config_hashes(uri: str, experiment: str) -> set[str]:
-    """Config hashes of every FINISHED run (diverged ones included) of ``experiment``; empty if it has none."""
+    """Config hashes of every FINISHED run (diverged ones included) of ``experiment`` that a rerun may reuse;
+    empty if it has none. A FLeRM run that started before a base record it reads finished is left out: its
+    LRs came from another record (a base seed added, or the base rerun since)."""
     client = client_for(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return set()
     runs = client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=50000)
-    return {r.data.tags["config_hash"] for r in runs if "config_hash" in r.data.tags}
+    newest_record: dict[str, int] = {}
+    for r in runs:
+        if r.data.tags.get("fslr_mode") == "record" and "fslr_base_key" in r.data.tags:
+            key = r.data.tags["fslr_base_key"]
+            newest_record[key] = max(newest_record.get(key, 0), r.info.end_time or 0)
+    return {r.data.tags["config_hash"] for r in runs if "config_hash" in r.data.tags
+            and newest_record.get(r.data.tags.get(READS_BASE_KEY), 0) <= r.info.start_time}
 
 
 def experiment_ids(client) -> list[str]:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import fingerprint
 from .data import load_data
-from .flerm_base import base_key, mapped_base_series
+from .flerm_base import base_changed_since, base_key, mapped_base_series, searched_base, target_base_key
 from .fslr import FunctionSpaceLR
 from .measurements import FslrHook, SpectraHook, StepHook
 from .errors import UserError, one_line
@@ -29,7 +29,7 @@ from .optim import build_optimizer, schedule_factor, set_learning_rates
 from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued, terminate_as_exit
 from .spectra import SpectraSettings
-from .tracking import RunTracker, client_for, find_finished_run, flatten, job_status, note_reused_run
+from .tracking import READS_BASE_KEY, RunTracker, client_for, find_finished_run, flatten, job_status, note_reused_run
 
 
 def value(x: Any) -> Any:
@@ -145,6 +145,8 @@ def run_tags(cfg: DictConfig) -> dict[str, str]:
             "fslr_mode": value(cfg.fslr.mode)}
     if tags["fslr_mode"] == "record":  # what FLeRM targets of this base model search for
         tags["fslr_base_key"] = base_key(cfg, cfg.model.width, cfg.model.depth, cfg.model.init_scale)
+    elif tags["fslr_mode"] == "flerm" and searched_base(cfg):  # the records it reads (a rerun checks their age)
+        tags[READS_BASE_KEY] = target_base_key(cfg)
     if value(cfg.model.name) == "transformer":
         tags["norm"] = value(cfg.model.norm)
     return {str(k): str(v) for k, v in {**tags, **(cfg.tags or {})}.items()}
@@ -171,6 +173,11 @@ def run_training(cfg: DictConfig, output_dir: str | Path, *, parent_run_id: str 
     ckpt = load_checkpoint(ckpt_dir)
     if cfg.reuse and ckpt is None:
         done = find_finished_run(cfg.tracking.uri, cfg.tracking.experiment, tags["config_hash"])
+        if done is not None and tags["fslr_mode"] == "flerm" and \
+                base_changed_since(cfg, client_for(cfg.tracking.uri), done):
+            print(f"note: a base record finished after FLeRM run {done.info.run_id} started; training it again",
+                  file=sys.stderr)
+            done = None
         if done is not None:
             if parent_run_id:
                 try:  # only the sweep summary needs it; the job itself is done
