@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lrtransfer.report.claims import UNDETERMINED, common_optimum, cv, decide, edge_notes, shift, spread, verdict
+from lrtransfer.report.claims import UNDETERMINED, common_optimum, cv, decide, edge_notes, lr_table, shift, spread, verdict
 from lrtransfer.transfer import RunResult, best_lrs
 
 
@@ -16,7 +16,12 @@ def test_best_lr_grid_index_and_shift():
     best = {(b.group, b.scale): b for b in best_lrs(results)}
     assert best[("sp", 32)].lr == 0.2 and best[("sp", 32)].grid_index == 1
     assert best[("sp", 128)].lr == 0.1 and best[("sp", 128)].grid_index == 0
+    # how much worse the next-best LR is: how close a call the best LR was (none where one LR ran)
+    assert best[("sp", 32)].margin == pytest.approx(0.2) and best[("sp", 128)].margin == pytest.approx(0.2)
+    assert math.isinf(best[("mup", 32)].margin)
     sp = {b.scale: b for b in best.values() if b.group == "sp"}
+    assert lr_table(sp) == "width 32: 0.2 (next +0.2), width 128: 0.1 (next +0.2)"
+    assert lr_table({32: best[("mup", 32)]}) == "width 32: 0.2"
     assert shift(sp).value == -1 and spread(sp).value == 1
     assert common_optimum(sp) == 0.2  # a tie between the scales: the smallest scale's LR
     assert shift({32: sp[32]}) is None

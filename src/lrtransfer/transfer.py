@@ -26,6 +26,9 @@ class BestLR:
     # The best LR is the grid's smallest (largest): the true optimum may lie below (above) the grid.
     open_below: bool = False
     open_above: bool = False
+    # How much worse the next-best LR at this scale is (inf if no other LR ran): a small margin is a best
+    # LR that seed noise or the last bits of the arithmetic could move.
+    margin: float = math.inf
 
     @property
     def on_edge(self) -> bool:
@@ -48,8 +51,9 @@ def best_lrs(results: list[RunResult]) -> list[BestLR]:
         finite = [r for r in runs if math.isfinite(r.loss)]
         if all(r.diverged for r in finite):
             continue
-        best = min(finite, key=lambda r: (r.loss, r.lr))
+        ranked = sorted(finite, key=lambda r: (r.loss, r.lr))
+        best, margin = ranked[0], ranked[1].loss - ranked[0].loss if len(ranked) > 1 else math.inf
         grid = sorted(grids[group])
         i = grid.index(best.lr)
-        out.append(BestLR(group, scale, best.lr, best.loss, i, i == 0, i == len(grid) - 1))
+        out.append(BestLR(group, scale, best.lr, best.loss, i, i == 0, i == len(grid) - 1, margin))
     return out

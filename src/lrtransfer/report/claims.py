@@ -144,4 +144,6 @@ def fmt(x: float | int | GridSteps | None, digits: int = 3) -> str:
 
 
 def lr_table(best: dict[float, BestLR], label: str = "width") -> str:
-    return ", ".join(f"{label} {s:g}: {b.lr:g}" for s, b in sorted(best.items()))
+    """Best LR per scale, each with how much worse the next-best LR there is."""
+    return ", ".join(f"{label} {s:g}: {b.lr:g}" + (f" (next +{fmt(b.margin)})" if math.isfinite(b.margin) else "")
+                     for s, b in sorted(best.items()))

@@ -69,13 +69,15 @@ def base_optimal_gap(stages, scale: Callable) -> tuple[str, bool | None]:
     best = best_by(flerm, scale)
     if len(base) != 1 or len(best) < 2:
         return "n/a", None
-    base_lr = next(iter(base.values())).lr
+    base_best = next(iter(base.values()))
+    base_lr = base_best.lr
     gaps = {}
     for s, b in best.items():
         at_base = [r.final_loss for r in flerm if scale(r) == s and math.isclose(r.lr, base_lr)]
         gaps[s] = at_base[0] - b.loss if at_base else math.inf
     ok = all(g <= max(0.02, 0.02 * best[s].loss) for s, g in gaps.items())
-    return f"η0={base_lr:g}: " + ", ".join(f"{s:g}: +{fmt(g)}" for s, g in gaps.items()), ok
+    return (f"η0={base_lr:g} (the base model's next-best LR +{fmt(base_best.margin)}): "
+            + ", ".join(f"{s:g}: +{fmt(g)}" for s, g in gaps.items())), ok
 
 
 def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
