@@ -17,7 +17,8 @@
    logging) with and without the SpectraHook, alternating.
 4. How loose the Lanczos tolerance can be during training: along sc_width's SGD trajectories (ResMLP depth 2
    on mnist1d, batch 32, 800 steps, measured every 64 steps on 256 examples), the rescaled sharpness at
-   each tolerance, warm-started as the SpectraMonitor does and from a fresh random vector, against float64.
+   each tolerance, warm-started as the SpectraMonitor does and from a cold start (a fresh random vector
+   tilted toward the gradient, as a first measurement starts), against float64.
 
 Usage: python scripts/bench_spectra.py [--repeats 5] [--device cpu|cuda]
 """
@@ -227,7 +228,7 @@ class Recorder(Operator):
     eigenvalue of H projected on the (orthonormal) vectors seen so far, can be recomputed afterwards."""
 
     def __init__(self, op: Operator):
-        super().__init__(op.matvec, op.dim, op.dtype, op.device, op.stats)
+        super().__init__(op.matvec, op.dim, op.dtype, op.device, op.stats, op.guess)
         self.inputs, self.outputs = [], []
 
     def __call__(self, v):
@@ -486,7 +487,7 @@ def main():
     print(f"\nThe Lanczos tolerance along sc_width's SGD trajectories: {TRAJECTORY_STEPS} steps at batch "
           f"{TRAJECTORY_BATCH}, raw and rescaled top eigenvalue every {TRAJECTORY_EVERY} steps on 256 examples, "
           f"against float64 (tol 1e-10); warm: started from the previous measurement's eigenvector, as in "
-          f"training; cold: from a fresh random vector\n")
+          f"training; cold: from a fresh random vector tilted toward the gradient\n")
     print("| trajectory | Lanczos tol | warm: HVPs per measurement | warm: max rel. error | warm: errors > "
           f"{TARGET:g} | cold: HVPs per measurement | cold: max rel. error | cold: errors > {TARGET:g} |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")

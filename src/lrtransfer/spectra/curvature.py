@@ -81,8 +81,9 @@ class Curvature:
         return self.flatten([torch.as_tensor(values[n], dtype=self.dtype, device=self.device).expand_as(p)
                              for n, p in zip(self.names, self.params)])
 
-    def _operator(self, matvec: Callable[[torch.Tensor], torch.Tensor], dim: int) -> Operator:
-        return Operator(matvec, dim, self.dtype, self.device, self.stats)
+    def _operator(self, matvec: Callable[[torch.Tensor], torch.Tensor], dim: int,
+                  guess: Callable[[], torch.Tensor] | None = None) -> Operator:
+        return Operator(matvec, dim, self.dtype, self.device, self.stats, guess)
 
     # --- Hessian -----------------------------------------------------------------------------------
     @cached_property
@@ -100,8 +101,10 @@ class Curvature:
         return self.flatten(_backward(self._gradient, self.params, self.unflatten(v)))
 
     def hessian(self, scaling_sqrt: torch.Tensor | None = None) -> Operator:
-        """H, or D^½ H D^½ when the flat vector ``scaling_sqrt`` = D^½ is given."""
-        op = self._operator(self.hvp, self.dim)
+        """H, or D^½ H D^½ when the flat vector ``scaling_sqrt`` = D^½ is given.  Its guess at the top
+        eigenvectors is the loss gradient (D^½g when scaled), which the products compute anyway: near a
+        quadratic's minimum g = H(θ − θ*) is weighted toward H's large eigenvalues."""
+        op = self._operator(self.hvp, self.dim, self.gradient)
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- Jacobian of the outputs, and the Gauss-Newton matrix G = Jᵀ H_loss J ------------------------

@@ -34,7 +34,10 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
     ``init``: (m, dim) or (dim,) starting vectors, e.g. the previous measurement's eigenvectors.  Lanczos
     works in blocks of k vectors (so that eigenvalues repeated up to k times are found): for k = 1 it
     starts from their sum, for k ≥ 2 from the first k; power iteration starts from ``init[i]`` for the
-    i-th eigenvector.  ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
+    i-th eigenvector.  Without ``init``, Lanczos starts from random vectors, the first of them plus the
+    operator's ``guess`` (both normalised) where it has one: the gradient saves the Hessian 1-2 products
+    from a cold start (scripts/bench_spectra.py), and the random half keeps every eigenvector in reach
+    when the gradient vanishes or misses one.  Power iteration always starts at random, as PyHessian.  ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
     ``tol``: Lanczos stops when every top-k Ritz pair has residual ‖Ax − θx‖ ≤ tol·max|θ| (default
     √eps of the dtype, which makes separated eigenvalues accurate to about eps); a residual cannot show
     that a larger eigenvalue is still missing, so a loose tol (1e-2) sometimes returns the second one when
@@ -73,11 +76,17 @@ def _normalise(v: torch.Tensor) -> torch.Tensor:
 
 def _block_start(op: Operator, k: int, init: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
     """The first Lanczos block: k = 1 starts from the sum of ``init``; a block of k ≥ 2 from its first k rows
-    (fresh random ones where it has fewer), so that every warm-start direction enters the Krylov space."""
+    (fresh random ones where it has fewer), so that every warm-start direction enters the Krylov space.
+    A cold start (no ``init``) is random, its first row tilted toward the operator's guess."""
+    if init is None:
+        start = op.randn(generator, k)
+        guess = None if op.guess is None else op.guess().reshape(-1).to(op.dtype)
+        if guess is not None and bool(guess.norm() > 0) and bool(torch.isfinite(guess).all()):
+            start[0] = _normalise(start[0]) + _normalise(guess)
+        return start
     if k == 1:
-        return (init.sum(0) if init is not None else op.randn(generator))[None]
-    given = init[:k] if init is not None else torch.empty(0, op.dim, dtype=op.dtype, device=op.device)
-    return torch.cat([given, op.randn(generator, k - len(given))])
+        return init.sum(0)[None]
+    return torch.cat([init[:k], op.randn(generator, k - len(init[:k]))])
 
 
 def _orthonormal_block(w: torch.Tensor, basis: torch.Tensor, floor: float, op: Operator,

@@ -35,21 +35,27 @@ def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
 
 @dataclass
 class Operator:
-    """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``."""
+    """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``.
+
+    ``guess`` (optional) returns a direction that leans toward the top eigenvectors at no extra cost, such
+    as the loss gradient for the Hessian; Lanczos mixes it into a cold start (see ``top_eigenpairs``).
+    """
 
     matvec: Callable[[torch.Tensor], torch.Tensor]
     dim: int
     dtype: torch.dtype
     device: torch.device
     stats: SpectraStats
+    guess: Callable[[], torch.Tensor] | None = None
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
         self.stats.hvps += 1
         return require_finite(self.matvec(v), "a curvature-vector product")
 
     def congruence(self, d: torch.Tensor) -> Operator:
-        """The operator diag(d)·A·diag(d), e.g. D^½ H D^½ for d = D^½."""
-        return Operator(lambda v: d * self.matvec(d * v), self.dim, self.dtype, self.device, self.stats)
+        """The operator diag(d)·A·diag(d), e.g. D^½ H D^½ for d = D^½ (its guess: d times this one's)."""
+        guess = None if self.guess is None else (lambda: d * self.guess())
+        return Operator(lambda v: d * self.matvec(d * v), self.dim, self.dtype, self.device, self.stats, guess)
 
     def rayleigh_quotient(self, v: torch.Tensor) -> float:
         """vᵀAv / vᵀv."""
