@@ -85,6 +85,18 @@ def test_claims_json_round_trips(tmp_path):
 def test_unknown_status_is_rejected():
     with pytest.raises(ValueError, match="PASSED"):
         Claim("c", "m", "t", "1", "PASSED")
+    with pytest.raises(ValueError, match="'ok'"):
+        Claim("c", "m", "t", "1", "PASS", by_seed={"0": "ok"})
+
+
+def test_verdicts_on_each_seed_alone_get_a_column_and_round_trip(tmp_path):
+    seeded = Claim("A5: µP sharpens", "λ(T)/λ(0)", "≥ 2", "1.9", "FAIL", by_seed={"0": "PASS", "1": "FAIL"})
+    report = _report("sc_width", [], claims=[seeded, CLAIMS[0]])
+    text = write_experiment_report(report, tmp_path).read_text(encoding="utf-8")
+    assert "<th>each seed alone</th>" in text and "<td>seed 0 PASS, seed 1 FAIL</td>" in text
+    assert read_report(tmp_path / "claims.json") == report
+    plain = write_experiment_report(_report("sc_width", []), tmp_path / "plain").read_text(encoding="utf-8")
+    assert "each seed alone" not in plain
 
 
 def test_user_text_is_escaped(tmp_path):

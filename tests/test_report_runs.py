@@ -6,7 +6,11 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from lrtransfer.report.runs import SeedMean, load_runs, merge_seeds, setup_table
+from lrtransfer.report.__main__ import read_each_seed_alone
+from lrtransfer.report.claims import verdict
+from lrtransfer.report.html import ExperimentReport
+from lrtransfer.report.runs import (ExperimentRuns, RunRecord, SeedMean, load_runs, merge_seeds, setup_table,
+                                    single_seed_views)
 
 
 def make_run(client, exp_id, status, **tags):
@@ -108,3 +112,42 @@ def test_setup_table_states_each_stages_logged_settings(tmp_path):
     assert table["mup"] == {"model.name": "simple_convnet", "optim.lr": "0.25, 0.5", "model.width": "32, 128, 512",
                             "measure.spectra.every": "64", "measure.spectra.batch_size": "256"}
     assert "measure.spectra.batch_size" not in table["sp"]  # no spectra measured there
+
+
+def record(seed, lr, loss, **tags):
+    return RunRecord(f"{seed}-{lr}-{tags}", {"stage": "mup", "width": "32", "lr": str(lr), "seed": str(seed), **tags},
+                     {"final/train_loss": loss}, client=None)
+
+
+def test_single_seed_views_keep_each_seed_of_a_seeded_configuration_and_every_lone_run():
+    runs = [record(0, 0.5, 1.0), record(1, 0.5, 2.0), record(10, 0.5, 2.5), record(1, 1.0, 3.0),
+            record(0, 0.5, 4.0, stage="sp")]  # lr 1.0 ran seed 1 only: a lone run, in every view
+    views = single_seed_views(runs)
+    assert list(views) == ["0", "1", "10"]  # numeric order
+    assert [r.final_loss for r in views["0"]] == [1.0, 3.0, 4.0]
+    assert [r.final_loss for r in views["1"]] == [2.0, 3.0, 4.0]
+    assert [r.final_loss for r in views["10"]] == [2.5, 3.0, 4.0]
+    assert single_seed_views([record(0, 0.5, 1.0), record(0, 1.0, 2.0)]) == {}
+
+
+def mean_loss_builder(runs: ExperimentRuns, out) -> ExperimentReport:
+    """Claims like the reports': one on the seed mean of the µP runs, one on the lone SP run only."""
+    mup = [r.final_loss for r in merge_seeds(runs.finished) if r.stage == "mup"]
+    sp = [r.final_loss for r in runs.finished if r.stage == "sp"]
+    return ExperimentReport("x", "small", "t", "d", [], [
+        verdict("mean", "µP loss", "≤ 2", f"{sum(mup) / len(mup):.3g}", sum(mup) / len(mup) <= 2),
+        verdict("sp", "SP loss", "≤ 5", f"{sp[0]:.3g}", sp[0] <= 5, soft=True)], len(runs.finished))
+
+
+def test_each_seed_alone_marks_verdicts_that_rest_on_the_seed_mean():
+    runs = ExperimentRuns([record(0, 0.5, 1.0), record(1, 0.5, 2.5), record(0, 0.5, 4.0, stage="sp")], 0, 0, None)
+    report = mean_loss_builder(runs, None)
+    read_each_seed_alone(report, mean_loss_builder, runs)
+    mean, sp = report.claims
+    assert (mean.status, mean.measured) == ("PASS", "1.75")
+    assert mean.by_seed == {"0": "PASS", "1": "FAIL"} and mean.seed_note == "seed 0 PASS, seed 1 FAIL"
+    assert sp.by_seed == {}  # reads no seeded configuration: the same on every seed alone
+    lone = ExperimentRuns([record(0, 0.5, 1.0), record(0, 0.5, 4.0, stage="sp")], 0, 0, None)
+    unseeded = mean_loss_builder(lone, None)
+    read_each_seed_alone(unseeded, mean_loss_builder, lone)
+    assert all(c.by_seed == {} for c in unseeded.claims)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,8 +20,8 @@ from ..paths import PROJECT_DIR
 from ..tracking import client_for
 from . import cross, flerm
 from . import super_consistency as sc
-from .html import ExperimentReport, read_report, write_experiment_report, write_index
-from .runs import ExperimentRuns, load_runs, setup_table
+from .html import Claim, ExperimentReport, read_report, write_experiment_report, write_index
+from .runs import ExperimentRuns, load_runs, setup_table, single_seed_views
 
 Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
 EXPERIMENTS: dict[str, Builder] = {
@@ -62,6 +64,7 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
     report.scale, report.setup = scale, setup_table(runs.finished)
+    read_each_seed_alone(report, EXPERIMENTS[experiment], runs)
     if runs.failed:
         report.notes.append(f"{runs.failed} configuration(s) only have runs that FAILED or were killed; "
                             "they are left out (see MLflow).")
@@ -71,6 +74,23 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
     if runs.parent_run_id:
         client_for(uri).log_artifacts(runs.parent_run_id, str(out), "report")
     return report
+
+
+def read_each_seed_alone(report: ExperimentReport, builder: Builder, runs: ExperimentRuns) -> None:
+    """Fill ``by_seed`` of each claim that reads a seed mean: its verdict on every seed's runs alone.  A claim
+    whose metric and measured value come out the same on every seed alone reads no multi-seed configuration
+    and keeps it empty.  (The views' figures are drawn and thrown away.)"""
+    views: dict[str, list[Claim]] = {}
+    for seed, view in single_seed_views(runs.finished).items():
+        with tempfile.TemporaryDirectory() as scratch:
+            views[seed] = builder(replace(runs, finished=view), Path(scratch)).claims
+    for i, claim in enumerate(report.claims):
+        # claims of one name pair up in order (the i-th of that name in the report with the i-th in a view)
+        nth = sum(c.claim == claim.claim for c in report.claims[:i])
+        alone = {seed: ([c for c in claims if c.claim == claim.claim][nth:] or [None])[0]
+                 for seed, claims in views.items()}
+        if any(c is None or (c.metric, c.measured) != (claim.metric, claim.measured) for c in alone.values()):
+            claim.by_seed = {seed: c.status if c else "MISSING" for seed, c in alone.items()}
 
 
 def earlier_reports(root: Path, scale: str, skip: set[str]) -> list[ExperimentReport]:
@@ -98,11 +118,23 @@ def build_reports(experiments: list[str], scale: str, root: Path,
     failures = 0
     for report in reports:
         for c in report.claims:
-            print(f"  {c.status:<12} {report.experiment:<22} {c.claim}: {c.measured} (want {c.threshold})")
+            seeds = f" [each seed alone: {c.seed_note}]" if c.by_seed else ""
+            print(f"  {c.status:<12} {report.experiment:<22} {c.claim}: {c.measured} (want {c.threshold}){seeds}")
             failures += c.status in ("FAIL", "UNDETERMINED") and not c.soft
     print("summary: " + ", ".join(f"{k} {sum(r.summary[k] for r in reports)}" for k in reports[0].summary)
           if reports else "summary: no reports")
+    seeded = [(r.experiment, c) for r in reports for c in r.claims if c.by_seed]
+    if seeded:
+        fragile = [f"{e} {c.claim.split(':')[0]}" for e, c in seeded
+                   if any(_verdict(s) != _verdict(c.status) for s in c.by_seed.values())]
+        print(f"seed means: {len(seeded) - len(fragile)} of {len(seeded)} verdicts read on seed means hold on "
+              f"every seed alone" + (f"; not {', '.join(fragile)}" if fragile else ""))
     return failures
+
+
+def _verdict(status: str) -> str:
+    """PASS or FAIL regardless of softness (MISSING and UNDETERMINED stand as they are)."""
+    return status.removeprefix("SOFT-")
 
 
 def main() -> int:

@@ -34,7 +34,8 @@ def _save(fig, path: Path) -> str:
 
 def loss_vs_lr(path: Path, groups: Mapping[str, list[RunRecord]], scale_key: Callable[[RunRecord], float],
                scale_label: str, ylabel: str = "final train loss") -> str:
-    """One panel per group; a curve per scale over log2(η0); diverged runs as crosses on the top edge."""
+    """One panel per group; a curve per scale over log2(η0); diverged runs as crosses on the top edge; where a
+    point is a seed mean, its seeds as faint dots (the spread the seed mean hides)."""
     fig, axes = _panels(len(groups))
     for ax, (group, runs) in zip(axes, groups.items()):
         scales = sorted({scale_key(r) for r in runs})
@@ -48,6 +49,10 @@ def loss_vs_lr(path: Path, groups: Mapping[str, list[RunRecord]], scale_key: Cal
             ok = [(lr, loss) for lr, loss, d in pts if not d]
             if ok:
                 ax.plot(*zip(*ok), "o-", color=colour, label=f"{scale_label} {s:g}", ms=4)
+            seeds = [(r.lr, seed.final_loss) for r in runs if scale_key(r) == s and not r.diverged
+                     for seed in getattr(r, "seeds", ())]
+            if seeds:
+                ax.plot(*zip(*seeds), ".", color=colour, alpha=0.45, ms=4)
             bad = [lr for lr, _, d in pts if d]
             if bad:
                 ax.plot(bad, [top] * len(bad), "x", color=colour, ms=8, mew=2, clip_on=False)

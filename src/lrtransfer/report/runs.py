@@ -87,13 +87,32 @@ class SeedMean(RunRecord):
         return steps, values.mean(axis=0)
 
 
-def merge_seeds(runs: list[RunRecord]) -> list[RunRecord]:
-    """One record per configuration: a lone run as it is, several seeds as their :class:`SeedMean`."""
+def configurations(runs: list[RunRecord]) -> list[list[RunRecord]]:
+    """The runs grouped by configuration: each group holds the seeds of one configuration."""
     groups: dict[tuple, list[RunRecord]] = {}
     for r in runs:
         groups.setdefault(tuple(r.tags.get(k) for k in CONFIGURATION_TAGS), []).append(r)
+    return list(groups.values())
+
+
+def merge_seeds(runs: list[RunRecord]) -> list[RunRecord]:
+    """One record per configuration: a lone run as it is, several seeds as their :class:`SeedMean`."""
     return [rs[0] if len(rs) == 1 else SeedMean(sorted(rs, key=lambda r: r.tags.get("seed", "")))
-            for rs in groups.values()]
+            for rs in configurations(runs)]
+
+
+def single_seed_views(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """{seed: the runs as if only that seed had been run}: configurations run with several seeds keep that
+    seed's run (none if it is missing), lone runs stay in every view.  Empty if no configuration has
+    several seeds.  Reading the claims on each view shows whether a seed-mean verdict holds seed by seed."""
+    groups = configurations(runs)
+    seeds = sorted({r.tags.get("seed", "") for g in groups if len(g) > 1 for r in g}, key=_seed_order)
+    return {seed: [r for g in groups for r in g if len(g) == 1 or r.tags.get("seed", "") == seed]
+            for seed in seeds}
+
+
+def _seed_order(seed: str) -> tuple:
+    return (0, int(seed), "") if seed.lstrip("-").isdigit() else (1, 0, seed)
 
 
 @dataclass

@@ -116,7 +116,7 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     groups = {"µP": mup, "NTP": ntp, "SP": sp}
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, width, "width"),
                    "Train loss at the end on a fixed batch of training examples against the base LR η0 per width "
-                   "(crosses on the top edge: diverged)."),
+                   "(crosses on the top edge: diverged; faint dots: the single seeds of a seed mean)."),
             eos_figure(out, {f"µP η0={fmt(opt['mup'])}": mup_opt, f"NTP η0={fmt(opt['ntp'])}": ntp_opt},
                        "Rescaled sharpness times η0 along training at each parametrization's best LR; the dashed line "
                        "is the edge of stability 2/η0 (in these units, 2)."),
