@@ -35,6 +35,8 @@ def test_short_run_logs_expected_metrics(make_cfg, tracking_uri, tmp_path):
     assert run.data.params["model.width"] == "128" and run.data.params["optim.name"] == "adam"
     for tag in ("git_commit", "model", "param", "width", "depth", "lr", "seed"):
         assert tag in run.data.tags
+    # the hardware the last bits depend on
+    assert run.data.tags["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and run.data.tags["processor"]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "config")}
     assert artifacts == {"config/composed.yaml", "config/resolved.yaml"}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -30,6 +31,25 @@ from .parametrization import Parametrization
 from .preemption import PreemptionGuard, Requeued, terminate_as_exit
 from .spectra import SpectraSettings
 from .tracking import READS_BASE_KEY, RunTracker, client_for, find_finished_run, flatten, job_status, note_reused_run
+
+
+
+def processor(device: torch.device) -> dict[str, str]:
+    """Tags naming the hardware, which the last bits of a seeded run depend on: the GPU's name, or the CPU's
+    and the vector instructions torch's CPU kernels use (AVX2 and AVX512 kernels sum in different orders;
+    a chaotic large-LR run then ends elsewhere)."""
+    if device.type == "cuda":
+        return {"processor": torch.cuda.get_device_name(device)}
+    return {"processor": _cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:  # not Linux
+        name = ""
+    return name or platform.processor() or platform.machine()
 
 
 def value(x: Any) -> Any:
@@ -265,7 +285,7 @@ def _train(cfg: DictConfig, tracker: RunTracker, ckpt_dir: Path, ckpt: dict | No
         tracker.log_metric("eval/loss", evaluate(model, data.loss, eval_x, eval_y), 0)
         # CPU threads change the summation order, so the last bits of every result (launcher-dependent)
         tracker.set_tags({"n_params": sum(p.numel() for p in model.parameters()), "device": str(device),
-                          "torch_threads": torch.get_num_threads()})
+                          "torch_threads": torch.get_num_threads(), **processor(device)})
 
     def checkpoint() -> None:
         save_checkpoint(ckpt_dir, {"step": state.step, "model": model.state_dict(),

@@ -93,7 +93,8 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
             tail = v[len(v) // 2:]
             eos[f"η0={lr:g} w{width(r):g}"] = math.inf if r.diverged else float(np.median(tail)) if len(tail) else math.nan
     ok = None if not eos else all(1.0 <= x <= 2.6 for x in eos.values())
-    measured = ", ".join(f"{k}: {'diverged' if math.isinf(v) else fmt(v)}" for k, v in eos.items())
+    # 4 digits: 2.6036 must not read as the bound 2.6 it exceeds
+    measured = ", ".join(f"{k}: {'diverged' if math.isinf(v) else fmt(v, 4)}" for k, v in eos.items())
     claims.append(verdict("A4: µP sits at the edge of stability", "median η0·λ·(η/η0) over the last 50% of checkpoints, per run",
                           "∈ [1.0, 2.6] at the optimum and 2× it", measured or "n/a", ok))
     ratios = {}
