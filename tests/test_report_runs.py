@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 from lrtransfer.report.__main__ import read_each_seed_alone
 from lrtransfer.report.claims import verdict
 from lrtransfer.report.html import ExperimentReport
-from lrtransfer.report.runs import (ExperimentRuns, RunRecord, SeedMean, load_runs, merge_seeds, setup_table,
-                                    single_seed_views)
+from lrtransfer.report.runs import (ExperimentRuns, RunRecord, SeedMean, hardware_note, load_runs, merge_seeds,
+                                    setup_table, single_seed_views)
 
 
 def make_run(client, exp_id, status, **tags):
@@ -151,3 +151,11 @@ def test_each_seed_alone_marks_verdicts_that_rest_on_the_seed_mean():
     unseeded = mean_loss_builder(lone, None)
     read_each_seed_alone(unseeded, mean_loss_builder, lone)
     assert all(c.by_seed == {} for c in unseeded.claims)
+
+
+def test_hardware_note_counts_the_runs_per_machine():
+    runs = [record(s, 0.5, 1.0, processor="AMD EPYC", cpu_capability="AVX512", torch_threads="1") for s in range(3)]
+    runs += [record(9, 0.5, 1.0, processor="NVIDIA H100", torch_threads="2"), record(8, 0.5, 1.0)]
+    assert hardware_note(runs) == ("Recorded on AMD EPYC (AVX512), 1 torch thread: 3 runs; NVIDIA H100, 2 torch "
+                                   "threads: 1 run; processor not recorded: 1 run.")
+    assert hardware_note([]) == ""

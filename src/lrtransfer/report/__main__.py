@@ -21,7 +21,7 @@ from ..tracking import client_for
 from . import cross, flerm
 from . import super_consistency as sc
 from .html import Claim, ExperimentReport, read_report, write_experiment_report, write_index
-from .runs import ExperimentRuns, load_runs, setup_table, single_seed_views
+from .runs import ExperimentRuns, hardware_note, load_runs, setup_table, single_seed_views
 
 Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
 EXPERIMENTS: dict[str, Builder] = {
@@ -65,6 +65,8 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
     report = EXPERIMENTS[experiment](runs, out)
     report.scale, report.setup = scale, setup_table(runs.finished)
     read_each_seed_alone(report, EXPERIMENTS[experiment], runs)
+    if runs.finished:
+        report.notes.append(hardware_note(runs.finished))
     if runs.failed:
         report.notes.append(f"{runs.failed} configuration(s) only have runs that FAILED or were killed; "
                             "they are left out (see MLflow).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -182,3 +183,15 @@ def setup_table(runs: list[RunRecord]) -> dict[str, dict[str, str]]:
         table[stage] = {key: ", ".join(_ordered({p[key] for p in params if key in p}))
                         for key in SETUP_KEYS if _relevant(key, params)}
     return table
+
+
+def hardware_note(runs: list[RunRecord]) -> str:
+    """Where the runs were recorded, from their tags: "AMD EPYC (AVX512), 1 torch thread: 90 runs".  Their
+    last bits depend on it, and chaotic large-LR runs carry those into the claims."""
+    counts = Counter((r.tags.get("processor"), r.tags.get("cpu_capability"), r.tags.get("torch_threads"))
+                     for r in runs)
+    parts = [f"{processor or 'processor not recorded'}{f' ({capability})' if capability else ''}"
+             + (f", {threads} torch thread{'s' if threads != '1' else ''}" if threads else "")
+             + f": {n} run{'s' if n != 1 else ''}"
+             for (processor, capability, threads), n in counts.most_common()]
+    return "Recorded on " + "; ".join(parts) + "." if parts else ""
