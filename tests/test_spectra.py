@@ -247,7 +247,7 @@ def test_a_cold_lanczos_start_leans_on_the_operators_guess():
                          ids=["zero", "inf"])
 def test_a_useless_guess_leaves_the_random_start(guess):
     plain, ignored = crowded_operator(), crowded_operator(lambda: guess)
-    assert torch.equal(top_eigenpairs(plain, k=2).values, top_eigenpairs(ignored, k=2).values)
+    assert torch.equal(top_eigenpairs(plain, tol=1e-3).values, top_eigenpairs(ignored, tol=1e-3).values)
     assert plain.stats.hvps == ignored.stats.hvps
 
 
