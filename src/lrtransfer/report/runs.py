@@ -98,7 +98,7 @@ def configurations(runs: list[RunRecord]) -> list[list[RunRecord]]:
 
 def merge_seeds(runs: list[RunRecord]) -> list[RunRecord]:
     """One record per configuration: a lone run as it is, several seeds as their :class:`SeedMean`."""
-    return [rs[0] if len(rs) == 1 else SeedMean(sorted(rs, key=lambda r: r.tags.get("seed", "")))
+    return [rs[0] if len(rs) == 1 else SeedMean(sorted(rs, key=lambda r: _seed_order(r.tags.get("seed", ""))))
             for rs in configurations(runs)]
 
 

@@ -37,7 +37,8 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
     i-th eigenvector.  Without ``init``, Lanczos starts from random vectors, the first of them plus the
     operator's ``guess`` (both normalised) where it has one: the gradient saves the Hessian 1-2 products
     from a cold start (scripts/bench_spectra.py), and the random half keeps every eigenvector in reach
-    when the gradient vanishes or misses one.  Power iteration always starts at random, as PyHessian.  ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
+    when the gradient vanishes or misses one.  Power iteration always starts at random, as PyHessian.
+    ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
     ``tol``: Lanczos stops when every top-k Ritz pair has residual ‖Ax − θx‖ ≤ tol·max|θ| (default
     √eps of the dtype, which makes separated eigenvalues accurate to about eps); a residual cannot show
     that a larger eigenvalue is still missing, so a loose tol (1e-2) sometimes returns the second one when
