@@ -238,12 +238,14 @@ def test_convnet_depth_mapping_keeps_every_copy_in_its_base_blocks_stage():
     assert mapped["transitions.1.weight"] == series["transitions.1.weight"]
 
 
-def test_averaging_base_records_covers_the_steps_all_seeds_recorded():
+def test_averaging_base_records_averages_each_step_over_the_seeds_that_reached_it():
     meta = {"model": "resmlp", "width": "32"}
     full = {"meta": {**meta, "seed": 0}, "steps": [0, 20, 40], "series": {"w": [1.0, 2.0, 3.0]}}
     diverged = {"meta": {**meta, "seed": 1}, "steps": [0, 20], "series": {"w": [3.0, 4.0]}}  # stopped at step 30
-    mean = average_records([full, diverged], per_run_keys=("seed",))
-    assert mean["steps"] == [0, 20] and mean["series"] == {"w": [2.0, 3.0]} and mean["meta"]["seed"] == [0, 1]
+    for records in ([full, diverged], [diverged, full]):
+        mean = average_records(records, per_run_keys=("seed",))
+        assert mean["steps"] == [0, 20, 40] and mean["series"] == {"w": [2.0, 3.0, 3.0]}
+        assert mean["meta"]["seeds_per_step"] == [2, 2, 1] and sorted(mean["meta"]["seed"]) == [0, 1]
     other = {"meta": {**meta, "seed": 2}, "steps": [0, 50], "series": {"w": [1.0, 1.0]}}
     with pytest.raises(BaseRecordError, match="estimate steps differ"):
         average_records([full, other], per_run_keys=("seed",))

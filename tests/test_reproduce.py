@@ -96,8 +96,20 @@ def test_flerm_runs_found_their_base_record(smoke):
     _, uri, _ = smoke
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("flerm_width")
-    flerm = client.search_runs([exp.experiment_id], "tags.stage = 'flerm'")
+    flerm = client.search_runs([exp.experiment_id], "tags.stage LIKE 'flerm%'")
     assert flerm and all(r.info.status == "FINISHED" and "base run" in r.data.tags["fslr_base"] for r in flerm)
+    periodic = [r for r in flerm if r.data.tags["stage"] == "flerm_periodic"]
+    assert len(periodic) == len(flerm) / 2
+    for run in periodic:  # smoke: 6 steps, FLeRM re-matched every 3 (first-step FLeRM sets its LRs once)
+        history = client.get_metric_history(run.info.run_id, "lr_mult/input.weight")
+        assert [m.step for m in history] == [0, 3]
+        # at the base width the one-seed record is this very run's, so FLeRM keeps every LR (up to rounding);
+        # wider, each re-match moves them
+        first, later = (m.value for m in history)
+        if run.data.params["model.width"] == run.data.params["model.base_width"]:
+            assert first == 1.0 and later == pytest.approx(1.0, abs=1e-6)
+        else:
+            assert abs(later / first - 1) > 1e-3
 
 
 def test_a_rerun_reuses_finished_runs(smoke):

@@ -63,27 +63,31 @@ def average_records(records: Sequence[Mapping], per_run_keys: Sequence[str] = PE
     """Elementwise mean over records (seeds) of one base setting.
 
     The records must agree on the tensors and every meta entry except ``per_run_keys``, which become
-    lists in the averaged record's meta, and on their estimate steps up to the shortest record: a seed
-    that diverged stopped recording early, and the mean covers the steps every record has.
+    lists in the averaged record's meta, and on their estimate steps up to the shortest record.  A seed
+    that diverged stopped recording early: each step is averaged over the records that reach it (so
+    periodic FLeRM can follow the survivors), and meta ``seeds_per_step`` says how many those are.
     """
     if not records:
         raise BaseRecordError("no base records to average")
     for i, record in enumerate(records):
         check_record(record, f"base record #{i}")
-    first, common = records[0], min(len(r["steps"]) for r in records)
+    first = records[0]
+    longest = max(records, key=lambda r: len(r["steps"]))
     for i, record in enumerate(records):
         keys = (set(first["meta"]) | set(record["meta"])) - set(per_run_keys)
         for key in sorted(keys):
             if first["meta"].get(key) != record["meta"].get(key):
                 raise BaseRecordError(f"cannot average base records #0 and #{i}: meta {key!r} differs "
                                       f"({first['meta'].get(key)!r} vs {record['meta'].get(key)!r})")
-        if record["steps"][:common] != first["steps"][:common]:
-            raise BaseRecordError(f"cannot average base records #0 and #{i}: their estimate steps differ")
+        if record["steps"] != longest["steps"][:len(record["steps"])]:
+            raise BaseRecordError(f"cannot average base record #{i} with the others: its estimate steps differ")
         if set(record["series"]) != set(first["series"]):
             name = sorted(set(record["series"]) ^ set(first["series"]))[0]
             raise BaseRecordError(f"cannot average base records #0 and #{i}: tensor {name!r} is only in one")
     meta = {k: v for k, v in first["meta"].items() if k not in per_run_keys}
     meta.update({k: [r["meta"][k] for r in records] for k in per_run_keys if k in first["meta"]})
-    series = {name: [sum(values) / len(records) for values in zip(*(r["series"][name][:common] for r in records))]
-              for name in first["series"]}
-    return {"meta": meta, "steps": list(first["steps"][:common]), "series": series}
+    counts = [sum(len(r["steps"]) > i for r in records) for i in range(len(longest["steps"]))]
+    meta["seeds_per_step"] = counts
+    series = {name: [sum(r["series"][name][i] for r in records if len(r["steps"]) > i) / n
+                     for i, n in enumerate(counts)] for name in first["series"]}
+    return {"meta": meta, "steps": list(longest["steps"]), "series": series}
