@@ -234,3 +234,12 @@ def test_convnets_record_then_flerm_with_spectra(make_cfg, tracking_uri, tmp_pat
     scaled = "conv2.weight" if model == "simple_convnet" else "blocks.5.branch.1.weight"
     assert metric_steps(client, target["run_id"], f"lr_mult/{scaled}") == [0]
     assert metric_steps(client, target["run_id"], "hessian/sharpness_rescaled") == [0, 2, 4]
+
+
+def test_fslr_settings_change_the_config_hash_only_where_fslr_runs(make_cfg):
+    """SP and µP runs beside FLeRM ones (fslr.mode=off) are reused when only the FSLR settings change."""
+    from lrtransfer.trainer import config_hash
+
+    for mode, changes in (("off", False), ("record", True), ("flerm", True)):
+        hashes = {config_hash(make_cfg(f"fslr.mode={mode}", *extra)) for extra in ([], ["fslr.every=20"])}
+        assert (len(hashes) == 2) == changes, mode

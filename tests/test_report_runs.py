@@ -7,6 +7,7 @@ import time
 from mlflow.tracking import MlflowClient
 
 from lrtransfer.report.__main__ import read_each_seed_alone
+from lrtransfer.report.flerm import flerm_width
 from lrtransfer.report.claims import verdict
 from lrtransfer.report.html import ExperimentReport
 from lrtransfer.report.runs import (ExperimentRuns, RunRecord, SeedMean, hardware_note, load_runs, merge_seeds,
@@ -63,7 +64,7 @@ def test_seeds_of_one_configuration_are_read_as_their_mean(tmp_path):
     assert sorted(merged) == [(32, 0.5), (32, 1.0), (64, 0.5)]
     two, diverging, lone = merged[(32, 0.5)], merged[(32, 1.0)], merged[(64, 0.5)]
     assert isinstance(two, SeedMean) and "seed" not in two.tags and two.stage == "mup"
-    assert (two.final_loss, two.diverged) == (1.5, False)
+    assert (two.final_loss, two.diverged) == (1.5, False) and two.metrics == {"final/train_loss": 1.5, "sharp": 5.0}
     steps, values = two.history("sharp")
     assert steps.tolist() == [0, 10] and values.tolist() == [1.5, 4.0]
     assert (diverging.final_loss, diverging.diverged) == (5.5, True)
@@ -159,3 +160,20 @@ def test_hardware_note_counts_the_runs_per_machine():
     assert hardware_note(runs) == ("Recorded on AMD EPYC (AVX512), 1 torch thread: 3 runs; NVIDIA H100, 2 torch "
                                    "threads: 1 run; processor not recorded: 1 run.")
     assert hardware_note([]) == ""
+
+
+def test_flerm_width_reads_every_stage_as_seed_means(tmp_path):
+    """At width 128 FLeRM's best single run is at LR 1 (seed 0), its best seed mean at LR 2: the claims must read
+    the means, so FLeRM at the base model's best LR (1) is 0.04 above that width's best, not 0."""
+    losses = {("base", 32, 1): (0.8, 0.8), ("base", 32, 2): (0.9, 0.9),
+              ("flerm", 32, 1): (0.8, 0.8), ("flerm", 32, 2): (0.9, 0.9),
+              ("flerm", 128, 1): (0.50, 0.70), ("flerm", 128, 2): (0.55, 0.57),
+              ("sp", 32, 1): (0.8, 0.8), ("sp", 32, 2): (0.9, 0.9),
+              ("sp", 128, 1): (0.6, 0.6), ("sp", 128, 2): (0.7, 0.7)}
+    runs = [record(seed, lr, loss[seed], stage=stage, width=str(w))
+            for (stage, w, lr), loss in losses.items() for seed in (0, 1)]
+    report = flerm_width(ExperimentRuns(runs, 0, 0, None), tmp_path)
+    claims = {c.claim: c for c in report.claims}
+    gap = claims["B: FLeRM at the base model's best LR is near each width's best"]
+    assert gap.measured.endswith("32: +0, 128: +0.04") and gap.status == "FAIL"
+    assert claims["B: FLeRM best LR stays put"].measured.startswith("+1,")

@@ -155,6 +155,8 @@ def config_hash(cfg: DictConfig) -> str:
         container.pop(key, None)
     for key in _NOT_HASHED_TRAIN:
         container.get("train", {}).pop(key, None)
+    if container.get("fslr", {}).get("mode") == "off":  # nothing is estimated, so no fslr setting changes the run
+        container.pop("fslr")
     return fingerprint({"config": container, "record_version": RECORD_VERSION})
 
 

@@ -68,7 +68,7 @@ def loss_vs_lr(path: Path, groups: Mapping[str, list[RunRecord]], scale_key: Cal
 
 
 def trajectories(path: Path, panels: Mapping[str, Series], ylabel: str, *, hlines: Mapping[str, float] | None = None,
-                 logy: bool = False, xlabel: str = "step") -> str:
+                 logy: bool = False, xlabel: str = "step", logx: bool = False) -> str:
     """One panel per key of ``panels``, a line per series; optional dashed reference line per panel."""
     fig, axes = _panels(len(panels))
     for ax, (title, series) in zip(axes, panels.items()):
@@ -79,6 +79,8 @@ def trajectories(path: Path, panels: Mapping[str, Series], ylabel: str, *, hline
             ax.axhline(hlines[title], color="red", ls="--", lw=1, label=f"{hlines[title]:g}")
         if logy:
             ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log", base=2)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

@@ -64,14 +64,17 @@ CONFIGURATION_TAGS = ("stage", "model", "param", "optim", "data", "width", "dept
 class SeedMean(RunRecord):
     """Several seeds of one configuration seen as one run, as the notes' 2-seed criteria read them.
 
-    The final loss is the seeds' mean (a diverged seed counts with its capped loss); the configuration
-    counts as diverged if any seed diverged; a history is the mean over the seeds that did not diverge
-    (all of them if every seed did), at the steps all of those logged.
+    The final loss, like every final metric all seeds logged, is the seeds' mean (a diverged seed counts with
+    its capped loss); the configuration counts as diverged if any seed diverged; a history is the mean over the
+    seeds that did not diverge (all of them if every seed did), at the steps all of those logged.
     """
 
     def __init__(self, seeds: list[RunRecord]):
         first = seeds[0]
-        super().__init__(first.run_id, {k: v for k, v in first.tags.items() if k != "seed"}, {}, first.client)
+        common = set.intersection(*(set(r.metrics) for r in seeds))
+        super().__init__(first.run_id, {k: v for k, v in first.tags.items() if k != "seed"},
+                         {k: float(np.mean([r.metrics[k] for r in seeds])) for k in sorted(common)}, first.client,
+                         params={k: v for k, v in first.params.items() if k != "seed"})
         self.seeds = seeds
 
     @property

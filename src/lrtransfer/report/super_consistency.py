@@ -26,8 +26,10 @@ def depth(r: RunRecord) -> float:
 
 
 def by_stage(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    """The runs of each stage, the seeds of a configuration read as one run, their mean (every criterion reads
+    seed means; single seeds are read by :func:`lrtransfer.report.runs.single_seed_views`)."""
     out: dict[str, list[RunRecord]] = {}
-    for r in runs:
+    for r in merge_seeds(runs):
         out.setdefault(r.stage, []).append(r)
     return out
 
@@ -65,7 +67,7 @@ def eos_figure(out: Path, panels: dict[str, list[RunRecord]], caption: str, scal
 
 
 def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(merge_seeds(runs.finished))  # µP and NTP ran 2 seeds: every criterion reads their mean
+    stages = by_stage(runs.finished)
     mup, ntp, sp = (stages.get(k, []) for k in ("mup", "ntp", "sp"))
     best = {g: best_by(rs, width) for g, rs in (("mup", mup), ("ntp", ntp), ("sp", sp))}
     opt = {g: common_optimum(b) for g, b in best.items()}
@@ -145,9 +147,10 @@ def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
 
 
 def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    best = best_by(runs.finished, width)
+    means = merge_seeds(runs.finished)
+    best = best_by(means, width)
     lr = common_optimum(best)
-    rs = sorted(at_lr(runs.finished, lr), key=width)
+    rs = sorted(at_lr(means, lr), key=width)
     cv_h, cv_k = final_cv(rs, SHARP), final_cv(rs, NTK)
     cv_k_early = final_cv(rs, NTK, 0.25)
     claims = [verdict("A6: NTK eigenvalues spread across width more than the Hessian's",
@@ -157,7 +160,7 @@ def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
               verdict("A6: the NTK spread grows over training", "NTK CV across widths at 25% vs the end",
                       "end > 25%", f"{fmt(cv_k_early)} → {fmt(cv_k)}",
                       None if math.isnan(cv_k) or math.isnan(cv_k_early) else cv_k > cv_k_early, soft=True)]
-    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": runs.finished}, width, "width"),
+    figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", {"µP": means}, width, "width"),
                    "Fixed-batch train loss at the end against η0 per width; the claims read the best LR."),
             Figure(figures.trajectories(out / "ntk_vs_hessian.png", {
                 "Hessian λmax(D½HD½)": {f"width {width(r):g}": r.history(SHARP) for r in rs},
@@ -265,7 +268,7 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    rs = runs.finished
+    rs = merge_seeds(runs.finished)
     best = best_by(rs, width)
     s = shift(best)
     opt = common_optimum(best)
