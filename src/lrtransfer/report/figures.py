@@ -68,13 +68,17 @@ def loss_vs_lr(path: Path, groups: Mapping[str, list[RunRecord]], scale_key: Cal
 
 
 def trajectories(path: Path, panels: Mapping[str, Series], ylabel: str, *, hlines: Mapping[str, float] | None = None,
-                 logy: bool = False, xlabel: str = "step", logx: bool = False) -> str:
-    """One panel per key of ``panels``, a line per series; optional dashed reference line per panel."""
+                 logy: bool = False, xlabel: str = "step", logx: bool = False,
+                 references: Mapping[str, Series] | None = None) -> str:
+    """One panel per key of ``panels``, a line per series; optional dashed reference lines per panel: a
+    horizontal one (``hlines``) or curves (``references``)."""
     fig, axes = _panels(len(panels))
     for ax, (title, series) in zip(axes, panels.items()):
         colours = plt.cm.viridis(np.linspace(0, 0.9, max(len(series), 1)))
         for colour, (label, (x, y)) in zip(colours, series.items()):
             ax.plot(x, y, "o-", color=colour, label=label, ms=3)
+        for label, (x, y) in ((references or {}).get(title) or {}).items():
+            ax.plot(x, y, "--", color="red", lw=1, label=label)
         if hlines and title in hlines:
             ax.axhline(hlines[title], color="red", ls="--", lw=1, label=f"{hlines[title]:g}")
         if logy:

@@ -16,7 +16,7 @@ from .runs import ExperimentRuns, RunRecord, merge_seeds
 from .super_consistency import by_stage, depth, width
 
 # Stages in panel order.
-GROUP_TITLES = {"sp": "SP", "flerm": "SP + FLeRM", "flerm_periodic": "FLeRM every 100 steps (ablation)",
+GROUP_TITLES = {"sp": "SP", "flerm": "SP + FLeRM", "flerm_periodic": "FLeRM re-matched periodically (ablation)",
                 "flerm_no_split": "FLeRM, no depth split (ablation)", "mup": "µP"}
 
 
@@ -97,11 +97,11 @@ def lr_multiplier_figures(out: Path, stages, base_lr: float | None) -> list[Figu
     # at step 0 Adam's update per unit LR is the same at every LR, so FLeRM's multipliers are too, but for the estimator
     step0 = {n: (widths, np.array([np.median([r.metrics[f"lr_mult/{n}"] for r in flerm if width(r) == w])
                                    for w in widths])) for n in names}
-    step0["µP hidden weights (base width / width)"] = (widths, widths[0] / widths)
+    mup = {"µP's for hidden weights (base width / width)": (widths, widths[0] / widths)}
     figs = [Figure(figures.trajectories(out / "lr_multipliers.png", {"first-step FLeRM": step0}, "LR multiplier (× η0)",
-                                        logy=True, logx=True, xlabel="width"),
+                                        logy=True, logx=True, xlabel="width", references={"first-step FLeRM": mup}),
                    "The LR multiplier FLeRM sets per weight tensor at step 0, against width (median over the LRs of "
-                   "the seed means), with µP's Adam multiplier for hidden weights.")]
+                   "the seed means), with µP's Adam multiplier for hidden weights (dashed).")]
     periodic = sorted((r for r in stages.get("flerm_periodic", []) if base_lr is not None and math.isclose(r.lr, base_lr)),
                       key=width)
     if periodic:
