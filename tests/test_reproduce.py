@@ -148,6 +148,28 @@ def test_a_bad_number_of_parallel_jobs_is_one_line(tmp_path, args):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_ctrl_c_stops_the_suite_in_one_line_and_leaves_no_run_open(tmp_path):
+    """Ctrl-C reaches every process of the terminal's group: the suite, and the parallel launcher's workers."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke", "--experiments", "sc_width,sc_ntk",
+           "--outputs", str(tmp_path / "outputs"), "--reports", str(tmp_path / "reports")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("FINISHED:"):  # the first stage's workers are training
+            break
+    os.killpg(proc.pid, signal.SIGINT)
+    seen += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 130
+    out = "".join(seen)
+    assert "interrupted: finished runs stay in MLflow" in out and "Traceback" not in out and "building reports" not in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+
+
 def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke", "--experiments", "sc_width,sc_ntk",

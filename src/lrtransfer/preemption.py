@@ -70,10 +70,25 @@ def terminate_as_exit() -> Iterator[None]:
         return
 
     def terminate(signum, frame):
+        _received.append(signum)
         raise Terminated(128 + signum)
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
+        raise_if_terminated()
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _received.clear()
+
+
+# SIGTERMs received inside terminate_as_exit.  Python swallows an exception raised while it runs a finalizer or
+# a weakref callback ("Exception ignored in ..."), so the handler's Terminated can be lost; the flag is not.
+_received: list[int] = []
+
+
+def raise_if_terminated() -> None:
+    """Raise :class:`Terminated` if SIGTERM arrived in a :func:`terminate_as_exit` block, even if its first
+    raise was swallowed; long loops call this at safe points (``make reproduce`` before each stage)."""
+    if _received:
+        raise Terminated(128 + _received[0])

@@ -25,7 +25,7 @@ from .errors import one_line
 from .experiment_plan import stage_config_hashes, stage_overrides, stages_and_grid
 from .paths import CONF_DIR, PROJECT_DIR
 from .precheck import first_value, precheck
-from .preemption import Terminated, terminate_as_exit
+from .preemption import Terminated, raise_if_terminated, terminate_as_exit
 from .report.__main__ import SUITE, build_reports, tracking_target
 from .tracking import finished_config_hashes
 
@@ -109,12 +109,14 @@ def main() -> int:
 
     status, started = 0, time.time()
     for i, (experiment, stage, argv, hashes, target) in enumerate(plan, 1):
+        raise_if_terminated()
         print(f"\n== [{i}/{len(plan)}] {experiment}: stage {stage} ({time.time() - started:.0f} s elapsed)", flush=True)
         if hashes <= finished_config_hashes(*target):
             print(f"all {len(hashes)} jobs REUSED: MLflow has a finished run of each configuration", flush=True)
             continue
         print("$ python -m lrtransfer.train " + " ".join(argv), flush=True)
         status |= run_stage(argv)
+    raise_if_terminated()
     print(f"\nsweeps finished in {time.time() - started:.0f} s; building reports", flush=True)
     failed_claims = build_reports(experiments, args.scale, args.reports, planned)
     print(f"\nreproduce finished in {time.time() - started:.0f} s; reports in {args.reports / 'index.html'}")
@@ -122,5 +124,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    with terminate_as_exit():  # SIGTERM anywhere ends in Terminated: runs and sweeps are closed on the way out
-        sys.exit(main())
+    try:
+        with terminate_as_exit():  # SIGTERM anywhere ends in Terminated: runs and sweeps are closed on the way out
+            sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C: the runs and sweeps were closed on the way out, as for SIGTERM
+        print("\ninterrupted: finished runs stay in MLflow and a rerun reuses them; the interrupted ones are "
+              "recorded as KILLED or FAILED", file=sys.stderr)
+        sys.exit(130)
