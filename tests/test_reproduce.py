@@ -153,8 +153,11 @@ def test_ctrl_c_stops_the_suite_in_one_line_and_leaves_no_run_open(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     cmd = [sys.executable, "-m", "lrtransfer.reproduce", "--scale", "smoke", "--experiments", "sc_width,sc_ntk",
            "--outputs", str(tmp_path / "outputs"), "--reports", str(tmp_path / "reports")]
+    # A shell without job control (CI, nohup) starts its background commands with SIGINT ignored, and children
+    # inherit that; a terminal's foreground job has the default action, which Python turns into KeyboardInterrupt.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stdout:
         seen.append(line)
