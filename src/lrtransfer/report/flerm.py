@@ -71,17 +71,17 @@ def base_best(stages, scale: Callable) -> BestLR | None:
 
 def base_optimal_gap(stages, scale: Callable, group: str = "flerm") -> tuple[str, bool | None]:
     """The loss of ``group`` (a FLeRM stage) at the base model's best LR against each scale's best loss."""
-    base_best_lr, flerm = base_best(stages, scale), stages.get(group, [])
+    base, flerm = base_best(stages, scale), stages.get(group, [])
     best = best_by(flerm, scale)
-    if base_best_lr is None or len(best) < 2:
+    if base is None or len(best) < 2:
         return "n/a", None
-    base_lr = base_best_lr.lr
+    base_lr = base.lr
     gaps = {}
     for s, b in best.items():
         at_base = [r.final_loss for r in flerm if scale(r) == s and math.isclose(r.lr, base_lr)]
         gaps[s] = at_base[0] - b.loss if at_base else math.inf
     ok = all(g <= max(0.02, 0.02 * best[s].loss) for s, g in gaps.items())
-    return (f"η0={base_lr:g} (the base model's next-best LR +{fmt(base_best_lr.margin)}): "
+    return (f"η0={base_lr:g} (the base model's next-best LR +{fmt(base.margin)}): "
             + ", ".join(f"{s:g}: +{fmt(g)}" for s, g in gaps.items())), ok
 
 
