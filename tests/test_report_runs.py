@@ -60,7 +60,7 @@ def test_seeds_of_one_configuration_are_read_as_their_mean(tmp_path):
     run(1, True, 10.0, [(0, 9.0)], lr="1.0")  # a diverged seed: its capped loss counts, its curve does not
     run(0, False, 4.0, [(0, 4.0)], width="64")  # a lone seed stays itself
 
-    merged = {(r.tag("width"), r.lr): r for r in merge_seeds(load_runs(uri, "exp", "small").finished)}
+    merged = {(r.tag("width"), r.lr): r for r in load_runs(uri, "exp", "small").merged}
     assert sorted(merged) == [(32, 0.5), (32, 1.0), (64, 0.5)]
     two, diverging, lone = merged[(32, 0.5)], merged[(32, 1.0)], merged[(64, 0.5)]
     assert isinstance(two, SeedMean) and "seed" not in two.tags and two.stage == "mup"
@@ -133,7 +133,7 @@ def test_single_seed_views_keep_each_seed_of_a_seeded_configuration_and_every_lo
 
 def mean_loss_builder(runs: ExperimentRuns, out) -> ExperimentReport:
     """Claims like the reports': one on the seed mean of the µP runs, one on the lone SP run only."""
-    mup = [r.final_loss for r in merge_seeds(runs.finished) if r.stage == "mup"]
+    mup = [r.final_loss for r in runs.merged if r.stage == "mup"]  # each seed view merges afresh
     sp = [r.final_loss for r in runs.finished if r.stage == "sp"]
     return ExperimentReport("x", "small", "t", "d", [], [
         verdict("mean", "µP loss", "≤ 2", f"{sum(mup) / len(mup):.3g}", sum(mup) / len(mup) <= 2),

@@ -11,12 +11,12 @@ from . import figures
 from .claims import edge_notes, fmt, verdict
 from .flerm import fslr_series
 from .html import ExperimentReport, Figure
-from .runs import ExperimentRuns, merge_seeds
+from .runs import ExperimentRuns
 from .super_consistency import SHARP, at_lr, best_by, by_stage, common_optimum, cv_over_time, eos_figure, width
 
 
 def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     claims, panels, cvs, best = [], {}, {}, {}
     titles = {"flerm": "SP + FLeRM", "mup": "µP", "sp": "SP"}
     for g, title in titles.items():
@@ -40,7 +40,7 @@ def cross_flerm_sharpness(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def cross_mup_fslr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    rs = sorted(merge_seeds(runs.finished), key=width)
+    rs = sorted(runs.merged, key=width)
     series = {width(r): fslr_series(r) for r in rs if not r.diverged}
     claims, spreads = [], {}
     if len(series) >= 2:

@@ -12,7 +12,7 @@ from ..transfer import BestLR
 from . import figures
 from .claims import best_by, decide, edge_notes, fmt, lr_table, shift, spread, verdict
 from .html import ExperimentReport, Figure
-from .runs import ExperimentRuns, RunRecord, merge_seeds
+from .runs import ExperimentRuns, RunRecord
 from .super_consistency import by_stage, depth, width
 
 # Stages in panel order.
@@ -114,7 +114,7 @@ def lr_multiplier_figures(out: Path, stages, base_lr: float | None) -> list[Figu
 
 
 def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     best = group_best(stages, width)
     claims = shift_claims(stages, best, "width", 2, "B")
     measured, ok = base_optimal_gap(stages, width)
@@ -135,7 +135,7 @@ def flerm_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def flerm_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     best = group_best(stages, depth)
     claims = shift_claims(stages, best, "depth", 2, "C")
     if stages.get("flerm_no_split"):
@@ -159,7 +159,7 @@ def best_loss_spread(best: dict) -> float:
 
 
 def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     best = group_best(stages, init_scale)
     s_fl = spread(best["flerm"])
     claims = [verdict("E: FLeRM best LR is the same at every init scale",
@@ -179,8 +179,8 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     claims, figs, notes = [], [], []
-    for norm in sorted({r.tags.get("norm", "") for r in runs.finished}):
-        stages = by_stage([r for r in runs.finished if r.tags.get("norm") == norm])
+    for norm in sorted({r.tags.get("norm", "") for r in runs.merged}):
+        stages = by_stage([r for r in runs.merged if r.tags.get("norm") == norm])
         best = group_best(stages, width)
         claims += shift_claims(stages, best, "width", 1, f"D ({norm})")
         figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
@@ -203,7 +203,7 @@ def fslr_series(r: RunRecord, weighted: bool = True) -> dict[str, tuple[np.ndarr
 
 
 def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     claims, panels, steps = [], {}, {}
     for stage in ("resmlp", "transformer"):
         if not stages.get(stage):
@@ -243,7 +243,7 @@ def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 def mnist1d_width_lr(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     """The foundation's first experiment: SP against µP width transfer with Adam (no FLeRM)."""
-    stages = {p: [r for r in merge_seeds(runs.finished) if r.tags.get("param") == p] for p in ("sp", "mup")}
+    stages = {p: [r for r in runs.merged if r.tags.get("param") == p] for p in ("sp", "mup")}
     best = {p: best_by(rs, width) for p, rs in stages.items()}
     s_sp, s_mu = shift(best["sp"]), shift(best["mup"])
     claims = [verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −2", fmt(s_sp),

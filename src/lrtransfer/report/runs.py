@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -125,6 +126,13 @@ class ExperimentRuns:
     failed: int  # configurations whose runs all ended FAILED or KILLED (left out of every figure and claim)
     missing: int  # configurations with no run at all
     parent_run_id: str | None  # the latest sweep of this experiment and scale: where the report goes
+
+    @cached_property
+    def merged(self) -> list[RunRecord]:
+        """What every report reads: one record per configuration, several seeds as their :class:`SeedMean`
+        (``finished`` keeps the single runs, which the reports count; single seeds are read alone by
+        :func:`single_seed_views`)."""
+        return merge_seeds(self.finished)
 
 
 def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = None,

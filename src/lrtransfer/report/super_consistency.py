@@ -11,7 +11,7 @@ import numpy as np
 from . import figures
 from .claims import best_by, common_optimum, cv, decide, edge_notes, fmt, lr_table, shift, spread, verdict
 from .html import ExperimentReport, Figure
-from .runs import ExperimentRuns, RunRecord, aligned, merge_seeds
+from .runs import ExperimentRuns, RunRecord, aligned
 
 SHARP = "hessian/sharpness_rescaled"
 NTK = "ntk/rescaled_eig_0"
@@ -26,10 +26,9 @@ def depth(r: RunRecord) -> float:
 
 
 def by_stage(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
-    """The runs of each stage, the seeds of a configuration read as one run, their mean (every criterion reads
-    seed means; single seeds are read by :func:`lrtransfer.report.runs.single_seed_views`)."""
+    """The runs of each stage (pass :attr:`ExperimentRuns.merged`: every criterion reads seed means)."""
     out: dict[str, list[RunRecord]] = {}
-    for r in merge_seeds(runs):
+    for r in runs:
         out.setdefault(r.stage, []).append(r)
     return out
 
@@ -67,7 +66,7 @@ def eos_figure(out: Path, panels: dict[str, list[RunRecord]], caption: str, scal
 
 
 def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     mup, ntp, sp = (stages.get(k, []) for k in ("mup", "ntp", "sp"))
     best = {g: best_by(rs, width) for g, rs in (("mup", mup), ("ntp", ntp), ("sp", sp))}
     opt = {g: common_optimum(b) for g, b in best.items()}
@@ -147,7 +146,7 @@ def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
 
 
 def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    means = merge_seeds(runs.finished)
+    means = runs.merged
     best = best_by(means, width)
     lr = common_optimum(best)
     rs = sorted(at_lr(means, lr), key=width)
@@ -177,7 +176,7 @@ def sc_ntk(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     mup, ntp = stages.get("mup", []), stages.get("ntp", [])
     best = best_by(mup, width)
     opt = common_optimum(best)
@@ -238,7 +237,7 @@ def sc_linear(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    stages = by_stage(runs.finished)
+    stages = by_stage(runs.merged)
     k1, k2, nb = (stages.get(k, []) for k in ("k1", "k2", "k1_no_branch_scale"))
     best = {g: best_by(rs, depth) for g, rs in (("k1", k1), ("k2", k2), ("nb", nb))}
     s1, s_nb = shift(best["k1"]), shift(best["nb"])
@@ -268,7 +267,7 @@ def sc_depth(runs: ExperimentRuns, out: Path) -> ExperimentReport:
 
 
 def sc_adam(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    rs = merge_seeds(runs.finished)
+    rs = runs.merged
     best = best_by(rs, width)
     s = shift(best)
     opt = common_optimum(best)
