@@ -170,7 +170,9 @@ def test_ctrl_c_stops_the_suite_in_one_line_and_leaves_no_run_open(tmp_path):
     assert "interrupted: finished runs stay in MLflow" in out and "Traceback" not in out and "building reports" not in out
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    sweeps = [r.info.status for r in runs if r.data.tags.get("sweep") == "true"]
+    jobs = [r.info.status for r in runs if r.data.tags.get("sweep") != "true"]
+    assert sweeps == ["KILLED"] and jobs and set(jobs) <= {"FINISHED", "KILLED"}, (sweeps, jobs)
 
 
 def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
@@ -191,4 +193,6 @@ def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
     assert "== [1/" in out and "== [2/" not in out and "building reports" not in out
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    sweeps = [r.info.status for r in runs if r.data.tags.get("sweep") == "true"]
+    jobs = [r.info.status for r in runs if r.data.tags.get("sweep") != "true"]
+    assert sweeps == ["KILLED"] and set(jobs) <= {"FINISHED", "KILLED"}, (sweeps, jobs)

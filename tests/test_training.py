@@ -176,20 +176,28 @@ def test_parallel_sweeps_in_one_process_give_each_job_its_own_sweeps_parent(trac
         {str(max(1, cpu_count() // 2))}
 
 
-@pytest.mark.parametrize("local_jobs, status", [(True, "FAILED"), (False, "RUNNING")])
-def test_an_aborted_sweep_closes_the_open_runs_of_jobs_that_cannot_outlive_it(tracking_uri, local_jobs, status):
-    """joblib SIGKILLs its workers when the sweep is aborted (SIGTERM): their runs would stay RUNNING.
-    Slurm jobs may still be running and closing their runs themselves."""
+@pytest.mark.parametrize("local_jobs, stopped, parent, job_status", [
+    (True, False, "FAILED", "FAILED"), (False, False, "FAILED", "RUNNING"), (True, True, "KILLED", "KILLED"),
+    (False, True, "KILLED", "RUNNING")])
+def test_an_aborted_sweep_closes_the_open_runs_of_jobs_that_cannot_outlive_it(tracking_uri, local_jobs, stopped,
+                                                                              parent, job_status):
+    """joblib SIGKILLs its workers when the sweep is aborted: their runs would stay RUNNING.  Slurm jobs may
+    still be running and closing their runs themselves.  A sweep the user stopped (Ctrl-C, SIGTERM) is KILLED,
+    not FAILED, and so are the local jobs it took down."""
     from lrtransfer.sweep import SweepCallback
     from lrtransfer.tracking import RunTracker
 
     callback = SweepCallback()
     callback.parent, callback.local_jobs = RunTracker(tracking_uri, "aborted", tags={"sweep": "true"}), local_jobs
     job = RunTracker(tracking_uri, "aborted", parent_run_id=callback.parent.run_id)
-    callback.finish(aborted=True)
+    callback.finish(aborted=True, stopped=stopped)
     client = mlflow_client(tracking_uri)
-    assert client.get_run(callback.parent.run_id).info.status == "FAILED"
-    assert client.get_run(job.run_id).info.status == status
+    assert client.get_run(callback.parent.run_id).info.status == parent
+    job_run = client.get_run(job.run_id)
+    assert job_run.info.status == job_status
+    if job_status != "RUNNING":
+        assert job_run.data.tags["error"] == ("the sweep was stopped (Ctrl-C or SIGTERM) while this job ran" if stopped
+                                              else "the job ended without closing its run (killed?)")
 
 
 def wait_for_checkpoint(job_dir: Path, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -129,5 +129,5 @@ if __name__ == "__main__":
             sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C: the runs and sweeps were closed on the way out, as for SIGTERM
         print("\ninterrupted: finished runs stay in MLflow and a rerun reuses them; the interrupted ones are "
-              "recorded as KILLED or FAILED", file=sys.stderr)
+              "recorded as KILLED", file=sys.stderr)
         sys.exit(130)

@@ -30,22 +30,26 @@ def summary_table(jobs: list[tuple[object, str]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
-def close_orphans(client, runs) -> None:
+def close_orphans(client, runs, stopped: bool = False) -> None:
     """Runs still open when the launcher has returned belong to jobs that died without Python
-    cleanup (killed, out of memory, node failure): record them as FAILED rather than leave them open."""
+    cleanup (killed, out of memory, node failure): record them as FAILED rather than leave them open.
+    ``stopped``: the user stopped the sweep (Ctrl-C, SIGTERM), which took its local jobs down: KILLED."""
+    reason = ("the sweep was stopped (Ctrl-C or SIGTERM) while this job ran" if stopped
+              else "the job ended without closing its run (killed?)")
     for r in runs:
         if r.info.status in ("RUNNING", "SCHEDULED"):
-            client.set_tag(r.info.run_id, "error", "the job ended without closing its run (killed?)")
-            client.set_terminated(r.info.run_id, status="FAILED")
+            client.set_tag(r.info.run_id, "error", reason)
+            client.set_terminated(r.info.run_id, status="KILLED" if stopped else "FAILED")
 
 
 _open_sweeps: list["SweepCallback"] = []
 
 
-def close_open_sweeps() -> None:
-    """Close parents whose sweep ended without ``on_multirun_end`` (the launcher raised)."""
+def close_open_sweeps(stopped: bool = False) -> None:
+    """Close parents whose sweep ended without ``on_multirun_end`` (the launcher raised; ``stopped``: because
+    the user stopped it)."""
     while _open_sweeps:
-        _open_sweeps.pop().finish(aborted=True)
+        _open_sweeps.pop().finish(aborted=True, stopped=stopped)
 
 
 # Launchers whose jobs cannot outlive the sweep: in-process, and joblib's workers, which it kills (SIGKILL)
@@ -99,13 +103,14 @@ class SweepCallback(Callback):
             print(f"error: the sweep's record in MLflow is incomplete: {one_line(exc)}", file=sys.stderr)
             sys.exit(1)
 
-    def finish(self, aborted: bool = False) -> None:
+    def finish(self, aborted: bool = False, stopped: bool = False) -> None:
         """Close orphaned job runs and the parent, tag job counts, print the per-job summary.
 
         ``aborted``: the launcher raised. Cluster jobs may still be running, so their runs are left be; the
-        runs of local jobs (killed with the launcher) are closed."""
+        runs of local jobs (killed with the launcher) are closed. ``stopped``: by Ctrl-C or SIGTERM, so the
+        parent and those runs end KILLED, not FAILED."""
         if not aborted or self.local_jobs:
-            close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id))
+            close_orphans(self.parent.client, child_runs(self.parent.client, self.parent.run_id), stopped)
         client = self.parent.client
         jobs = [(r, job_status(r)) for r in child_runs(client, self.parent.run_id)]
         jobs += [(r, job_status(r, reused=True)) for r in reused_runs(client, self.parent.run_id)]
@@ -113,7 +118,7 @@ class SweepCallback(Callback):
         for _, status in jobs:
             counts[status] = counts.get(status, 0) + 1
         self.parent.set_tags({f"jobs_{k.lower().replace(' ', '_')}": v for k, v in counts.items()})
-        self.parent.finish("FAILED" if aborted else "FINISHED")
+        self.parent.finish("KILLED" if stopped else "FAILED" if aborted else "FINISHED")
         os.environ.pop(PARENT_RUN_ENV, None)
         print(f"\nsweep {self.parent.run_id}: {len(jobs)} jobs, "
               + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))

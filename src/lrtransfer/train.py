@@ -17,7 +17,7 @@ from .config import register_configs, validate
 from .errors import UserError, one_line
 from .paths import CONF_DIR
 from .precheck import precheck
-from .preemption import terminate_as_exit
+from .preemption import Terminated, terminate_as_exit
 from .sweep import close_open_sweeps
 from .tracking import PARENT_RUN_ENV
 
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None, checked: bool = False) -> None:
     try:
         with terminate_as_exit():  # also between jobs: the sweep's parent run is closed on the way out
             hydra_main()
+    except (KeyboardInterrupt, Terminated):
+        close_open_sweeps(stopped=True)
+        raise
     finally:
         close_open_sweeps()
 
