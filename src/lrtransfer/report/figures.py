@@ -108,12 +108,32 @@ def stacked_shares(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], s
     return _save(fig, path)
 
 
+def excess_over_row_best(loss: np.ndarray) -> np.ndarray:
+    """loss / (its row's smallest finite loss) − 1; NaN where the loss is not finite (diverged, no run)."""
+    finite = np.where(np.isfinite(loss), loss, np.nan)
+    empty = np.isnan(finite).all(axis=1, keepdims=True)
+    best = np.nanmin(np.where(empty, 1.0, finite), axis=1, keepdims=True)
+    return finite / best - 1.0
+
+
 def grid_heatmaps(path: Path, panels: Mapping[str, tuple[list[float], list[float], np.ndarray]], scale_label: str) -> str:
-    """Per panel a (scale × LR) heat map of final loss, with each row's best LR boxed."""
-    fig, axes = _panels(len(panels))
+    """Per panel a (scale × LR) grid of final losses (inf: diverged, NaN: no run), each cell coloured by how far it
+    lies above its row's best (relative, log colour scale from 0.1% to 100%) and labelled with its loss; each
+    row's best LR is boxed.  Colouring by the row's own best keeps every row readable when the widths' losses
+    differ by far more than the LRs' (an absolute scale painted all but the widest row one colour)."""
+    fig, axes = _panels(len(panels), width=5.0, height=0.9 + 0.55 * max((len(v[0]) for v in panels.values()), default=3))
+    norm = matplotlib.colors.LogNorm(vmin=1e-3, vmax=1.0, clip=True)
+    cmap = plt.cm.magma_r.with_extremes(bad="0.85")
     for ax, (title, (scales, lrs, loss)) in zip(axes, panels.items()):
-        im = ax.imshow(loss, aspect="auto", cmap="magma_r", vmax=np.nanmin(loss) * 2.5)
-        for i, row in enumerate(loss):
+        excess = np.clip(excess_over_row_best(loss), norm.vmin, None)
+        im = ax.imshow(np.ma.masked_invalid(excess), aspect="auto", cmap=cmap, norm=norm)
+        for (i, j), value in np.ndenumerate(loss):
+            if np.isinf(value):
+                ax.text(j, i, "×", ha="center", va="center", fontsize=10, color="0.35")
+            elif np.isfinite(value):
+                dark = excess[i, j] > 0.1  # light text on the dark end of the colour scale
+                ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=6, color="white" if dark else "black")
+        for i, row in enumerate(excess):
             if np.isfinite(row).any():
                 j = int(np.nanargmin(row))
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="cyan", lw=2))
@@ -122,5 +142,5 @@ def grid_heatmaps(path: Path, panels: Mapping[str, tuple[list[float], list[float
         ax.set_xlabel("log2 η0")
         ax.set_ylabel(scale_label)
         ax.set_title(title)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="loss / row's best − 1")
     return _save(fig, path)

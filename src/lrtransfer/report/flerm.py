@@ -32,13 +32,14 @@ def transfer_figures(out: Path, stages: dict[str, list[RunRecord]], scale: Calla
         scales, lrs = sorted({scale(r) for r in rs}), sorted({r.lr for r in rs})
         loss = np.full((len(scales), len(lrs)), np.nan)
         for r in rs:
-            loss[scales.index(scale(r)), lrs.index(r.lr)] = r.final_loss
+            loss[scales.index(scale(r)), lrs.index(r.lr)] = math.inf if r.diverged else r.final_loss
         heat[title] = (scales, lrs, loss)
     return [Figure(figures.loss_vs_lr(out / f"{prefix}loss_vs_lr.png", groups, scale, label),
                    f"{prefix}final train loss (mean of the last steps) against the base LR, one curve per {label}; "
                    "crosses are diverged runs."),
             Figure(figures.grid_heatmaps(out / f"{prefix}grid.png", heat, label),
-                   f"{prefix}the same grids as heat maps; the box marks each {label}'s best LR.")]
+                   f"{prefix}the same grids, each cell's loss coloured by its excess over the best of its {label} (the "
+                   "box; ×: diverged, grey: no run).")]
 
 
 def group_best(stages, scale: Callable) -> dict[str, dict]:
