@@ -93,7 +93,7 @@ def trajectories(path: Path, panels: Mapping[str, Series], ylabel: str, *, hline
 
 
 def stacked_shares(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], steps: Mapping[str, np.ndarray]) -> str:
-    """Per panel, each tensor's share of the total function-space LR over steps, stacked to 1."""
+    """Per panel, each tensor's (or group's) share of the total function-space LR over steps, stacked to 1."""
     fig, axes = _panels(len(panels), width=5.5)
     for ax, (title, values) in zip(axes, panels.items()):
         names = list(values)
@@ -104,7 +104,7 @@ def stacked_shares(path: Path, panels: Mapping[str, Mapping[str, np.ndarray]], s
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.set_ylabel("share of Σ function-space LR")
-        ax.legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return _save(fig, path)
 
 

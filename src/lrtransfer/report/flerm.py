@@ -203,6 +203,38 @@ def fslr_series(r: RunRecord, weighted: bool = True) -> dict[str, tuple[np.ndarr
     return out
 
 
+# The FLeRM paper's tensor groups for its function-space LR plots, in stacking order.
+TENSOR_GROUPS = ("embedding", "input", "QK", "VO", "FF in", "FF out", "hidden", "readout", "norms", "biases")
+
+
+def tensor_group(name: str, model: str) -> str:
+    """The group of a parameter of our models (:data:`TENSOR_GROUPS`), from its name."""
+    if "norm" in name:
+        return "norms"
+    if name.endswith(".bias"):
+        return "biases"
+    if name.startswith(("tok.", "pos.")):
+        return "embedding"
+    if name.startswith(("input.", "readout.")):
+        return name.split(".")[0]
+    if name.endswith((".q.weight", ".k.weight")):
+        return "QK"
+    if name.endswith((".v.weight", ".o.weight")):
+        return "VO"
+    if model == "transformer":  # its MLP branch is Sequential(Linear in, activation, Linear out)
+        return "FF in" if ".branch.0." in name else "FF out"
+    return "hidden"
+
+
+def grouped(series: dict[str, tuple[np.ndarray, np.ndarray]], model: str) -> dict[str, np.ndarray]:
+    """The sum of each group's per-step values, in :data:`TENSOR_GROUPS` order."""
+    sums: dict[str, np.ndarray] = {}
+    for name, (_, values) in series.items():
+        group = tensor_group(name, model)
+        sums[group] = sums.get(group, 0) + values
+    return {g: sums[g] for g in TENSOR_GROUPS if g in sums}
+
+
 def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.merged)
     claims, panels, steps = [], {}, {}
@@ -233,10 +265,11 @@ def fslr_dynamics(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                                   "mean share of q/k weights vs median weight share", "q/k < median",
                                   f"{fmt(max(qk) if qk else math.nan)} vs {fmt(med)}", max(qk) < med if qk else None,
                                   soft=True))
-        panels[stage] = {n: s[1] for n, s in series.items()}
+        panels[stage] = grouped(series, stages[stage][0].tags.get("model", stage))
         steps[stage] = next(iter(series.values()))[0]
     figs = [Figure(figures.stacked_shares(out / "fslr_shares.png", panels, steps),
-                   "Each tensor's share of the total function-space LR η_ℓ·Δ_ℓF over training (Adam).")] if panels else []
+                   "Each tensor group's share of the total function-space LR η_ℓ·Δ_ℓF over training (Adam), "
+                   "grouped as the FLeRM paper plots them.")] if panels else []
     return ExperimentReport("fslr_dynamics", "", "Function-space LRs over training (criterion F)",
                             "Record mode: per-tensor function-space LRs of a ResMLP and a Transformer along training, "
                             "both with Adam.", figs, claims, len(runs.finished))
