@@ -148,6 +148,17 @@ def test_a_bad_number_of_parallel_jobs_is_one_line(tmp_path, args):
     assert not (tmp_path / "outputs").exists()
 
 
+def assert_stopped_cleanly(uri: str) -> list[str]:
+    """Assert that the stopped sweep and every run it had opened are closed (KILLED where they did not finish);
+    returns the jobs' statuses."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    sweeps = [r.info.status for r in runs if r.data.tags.get("sweep") == "true"]
+    jobs = [r.info.status for r in runs if r.data.tags.get("sweep") != "true"]
+    assert sweeps == ["KILLED"] and set(jobs) <= {"FINISHED", "KILLED"}, (sweeps, jobs)
+    return jobs
+
+
 def test_ctrl_c_stops_the_suite_in_one_line_and_leaves_no_run_open(tmp_path):
     """Ctrl-C reaches every process of the terminal's group: the suite, and the parallel launcher's workers."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -168,11 +179,7 @@ def test_ctrl_c_stops_the_suite_in_one_line_and_leaves_no_run_open(tmp_path):
     assert proc.wait(timeout=120) == 130
     out = "".join(seen)
     assert "interrupted: finished runs stay in MLflow" in out and "Traceback" not in out and "building reports" not in out
-    client = MlflowClient(uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    sweeps = [r.info.status for r in runs if r.data.tags.get("sweep") == "true"]
-    jobs = [r.info.status for r in runs if r.data.tags.get("sweep") != "true"]
-    assert sweeps == ["KILLED"] and jobs and set(jobs) <= {"FINISHED", "KILLED"}, (sweeps, jobs)
+    assert assert_stopped_cleanly(uri), "the first stage's workers had started: some job has a run"
 
 
 def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
@@ -191,8 +198,4 @@ def test_sigterm_stops_the_whole_suite_and_leaves_no_run_open(tmp_path):
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     out = "".join(seen)
     assert "== [1/" in out and "== [2/" not in out and "building reports" not in out
-    client = MlflowClient(uri)
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    sweeps = [r.info.status for r in runs if r.data.tags.get("sweep") == "true"]
-    jobs = [r.info.status for r in runs if r.data.tags.get("sweep") != "true"]
-    assert sweeps == ["KILLED"] and set(jobs) <= {"FINISHED", "KILLED"}, (sweeps, jobs)
+    assert_stopped_cleanly(uri)
