@@ -128,6 +128,22 @@ def test_a_rerun_reuses_finished_runs(smoke):
     assert jobs() == before
 
 
+def test_the_spectra_cost_is_read_from_the_suites_runs(smoke):
+    """scripts/bench_spectra_in_suite.py: a row per stage and width of every experiment that measures spectra."""
+    _, uri, _ = smoke
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench_spectra_in_suite.py")
+    result = subprocess.run([sys.executable, script, "--scale", "smoke"], capture_output=True, text=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": uri}, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
+    assert {r[0].lstrip("| ") for r in rows} == {"sc_width", "sc_ntk", "sc_depth", "sc_adam", "cross_flerm_sharpness"}
+    widths = stages_and_grid("sc_width", "smoke")[1]["model.width"].split(",")
+    assert sorted(r[2] for r in rows if r[0] == "| sc_width" and r[1] == "mup") == sorted(f"width {w}" for w in widths)
+    for r in rows:
+        share, hvps = float(r[4].rstrip("%")), float(r[6].rstrip(" |"))
+        assert share > 0 and hvps >= 1, r
+
+
 def test_reports_show_every_image_in_chromium(smoke, browser):
     tmp, _, _ = smoke
     profile = tmp / "chrome-profile"
