@@ -18,9 +18,10 @@ from lrtransfer.experiment_plan import job_config_hashes
 from lrtransfer.report.__main__ import FIXED_BATCH_LOSS, tracking_target
 from lrtransfer.report.runs import load_runs
 
-# The suite's experiments with spectra measured during training, and the tag their runs are scaled by.
+# The experiments with spectra measured during training (the suite's, and the opt-in convnet variant of sc_width),
+# and the tag their runs are scaled by.
 MEASURED = {"sc_width": "width", "sc_ntk": "width", "sc_depth": "depth", "sc_adam": "width",
-            "cross_flerm_sharpness": "width"}
+            "cross_flerm_sharpness": "width", "sc_width_convnet": "width"}
 
 
 def run_costs(client, run_id: str) -> tuple[float, float, float] | None:
