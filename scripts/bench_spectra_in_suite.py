@@ -16,7 +16,7 @@ import statistics
 
 from lrtransfer.experiment_plan import job_config_hashes
 from lrtransfer.report.__main__ import FIXED_BATCH_LOSS, tracking_target
-from lrtransfer.report.runs import load_runs
+from lrtransfer.report.runs import RunRecord, load_runs
 
 # The experiments with spectra measured during training (the suite's, and the opt-in convnet variant of sc_width),
 # and the tag their runs are scaled by.
@@ -24,15 +24,14 @@ MEASURED = {"sc_width": "width", "sc_ntk": "width", "sc_depth": "depth", "sc_ada
             "cross_flerm_sharpness": "width", "sc_width_convnet": "width"}
 
 
-def run_costs(client, run_id: str) -> tuple[float, float, float] | None:
+def run_costs(r: RunRecord) -> tuple[float, float, float] | None:
     """(seconds measuring, seconds otherwise, products per measurement) of one run, None if it measured nothing."""
-    seconds = [m.value for m in client.get_metric_history(run_id, "spectra/seconds")]
-    hvps = [m.value for m in client.get_metric_history(run_id, "spectra/hvps")]
-    if not seconds:
+    seconds, hvps = r.history("spectra/seconds")[1], r.history("spectra/hvps")[1]
+    if not len(seconds):
         return None
-    info = client.get_run(run_id).info
+    info = r.client.get_run(r.run_id).info
     wall = (info.end_time - info.start_time) / 1000
-    return sum(seconds), wall - sum(seconds), sum(hvps) / len(hvps)
+    return seconds.sum(), wall - seconds.sum(), hvps.mean()
 
 
 def main() -> None:
@@ -48,7 +47,7 @@ def main() -> None:
                          "final/fixed_train_loss" if experiment in FIXED_BATCH_LOSS else "final/train_loss")
         groups: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
         for r in runs.finished:
-            costs = run_costs(r.client, r.run_id)
+            costs = run_costs(r)
             if costs is not None:
                 groups.setdefault((r.stage, r.tag(MEASURED[experiment])), []).append(costs)
         for (stage, scale), costs in sorted(groups.items()):

@@ -125,8 +125,8 @@ def grid_heatmaps(path: Path, panels: Mapping[str, tuple[list[float], list[float
     norm = matplotlib.colors.LogNorm(vmin=1e-3, vmax=1.0, clip=True)
     cmap = plt.cm.magma_r.with_extremes(bad="0.85")
     for ax, (title, (scales, lrs, loss)) in zip(axes, panels.items()):
-        excess = np.clip(excess_over_row_best(loss), norm.vmin, None)
-        im = ax.imshow(np.ma.masked_invalid(excess), aspect="auto", cmap=cmap, norm=norm)
+        excess = excess_over_row_best(loss)
+        im = ax.imshow(np.ma.masked_invalid(np.clip(excess, norm.vmin, None)), aspect="auto", cmap=cmap, norm=norm)
         for (i, j), value in np.ndenumerate(loss):
             if np.isinf(value):
                 ax.text(j, i, "×", ha="center", va="center", fontsize=10, color="0.35")
