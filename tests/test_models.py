@@ -112,3 +112,17 @@ def test_convnet_blocks_run_in_stage_order():
     h = net.blocks[3](net.blocks[2](net.transitions[0](F.max_pool2d(h, 2))))
     h = net.blocks[5](net.blocks[4](net.transitions[1](F.max_pool2d(h, 2))))
     assert torch.allclose(net(x), net.readout(F.max_pool2d(F.relu(h), 2).flatten(1)))
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 10), (3, 4, 11), (2, 3, 8, 8), (2, 3, 7, 9), (2, 3, 3)])
+def test_convnet_pooling_equals_max_pool(shape):
+    """The reshape-and-max pooling of the convnets gives ``F.max_pool{1,2}d(x, 2)``'s values and gradients
+    (odd sizes drop their last row or column, as max-pooling does)."""
+    from lrtransfer.models.convnet import _pool
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    reference = (F.max_pool1d if x.dim() == 3 else F.max_pool2d)(x, 2)
+    pooled = _pool(x)
+    assert pooled.shape == reference.shape and torch.equal(pooled, reference)
+    g = torch.randn_like(reference)
+    assert torch.equal(torch.autograd.grad(pooled, x, g)[0], torch.autograd.grad(reference, x, g)[0])
