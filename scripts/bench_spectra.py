@@ -15,7 +15,7 @@
 3. The cost of measuring the top Hessian eigenvalue every 50 steps during training (Lanczos, warm-started,
    default and a looser tol, on a fixed batch of 256 or 1024 examples): the trainer's own loop (SGD, MLflow
    logging) with and without the SpectraHook, alternating.
-4. How loose the Lanczos tolerance can be during training: along sc_width's SGD trajectories (ResMLP depth 2
+4. How loose the Lanczos tolerance can be during training: along sc_width_resmlp's SGD trajectories (ResMLP depth 2
    on mnist1d, batch 32, 800 steps, measured every 64 steps on 256 examples), the rescaled sharpness at
    each tolerance, warm-started as the SpectraMonitor does and from a cold start (a fresh random vector
    tilted toward the gradient, as a first measurement starts), against float64.
@@ -59,7 +59,7 @@ LANCZOS_PROBE_ITER = 30  # products recorded to find where Lanczos first comes w
 EVERY, SGD_STEPS, SGD_LR = 50, 300, 0.01  # training-overhead runs: SP ResMLP, SGD, batch TRAIN_BATCH
 MEASURE_BATCHES = (256, 1024)
 MEASURE_TOLS = (None, 3e-3)  # the default, and the loosest one section 4 finds reliable along training
-TRAJECTORIES = (("mup", 32, 0.25), ("mup", 128, 0.5), ("mup", 512, 0.25), ("ntp", 32, 4.0))  # sc_width's optima, 2×
+TRAJECTORIES = (("mup", 32, 0.25), ("mup", 128, 0.5), ("mup", 512, 0.25), ("ntp", 32, 4.0))  # sc_width_resmlp's optima, 2×
 TRAJECTORY_STEPS, TRAJECTORY_BATCH, TRAJECTORY_EVERY = 800, 32, 64
 TRAJECTORY_TOLS = (1e-2, 3e-3, 1e-3, None)
 SHARPNESS_KEYS = ("hessian/eig_0", "hessian/sharpness_rescaled")  # the raw and the rescaled top eigenvalue
@@ -374,7 +374,7 @@ def measurement_overhead(data, width, depth, repeats, device, tracker) -> dict:
 
 
 def sc_width_checkpoints(data, param, width, lr, device):
-    """sc_width's ResMLP (depth 2, base width 32, zero readout) trained by SGD; yields (step, model, D) every
+    """sc_width_resmlp's ResMLP (depth 2, base width 32, zero readout) trained by SGD; yields (step, model, D) every
     TRAJECTORY_EVERY steps, D being the rescaled sharpness's per-tensor scaling (LR / η0)."""
     torch.manual_seed(0)
     model = ResMLP(data.in_dim, data.out_dim, width, 2, base_width=32, base_depth=2,
@@ -484,7 +484,7 @@ def main():
                      for key, overhead in measurement_overhead(data, w, d, args.repeats, device, tracker).items()}
         tracker.finish()
 
-    print(f"\nThe Lanczos tolerance along sc_width's SGD trajectories: {TRAJECTORY_STEPS} steps at batch "
+    print(f"\nThe Lanczos tolerance along sc_width_resmlp's SGD trajectories: {TRAJECTORY_STEPS} steps at batch "
           f"{TRAJECTORY_BATCH}, raw and rescaled top eigenvalue every {TRAJECTORY_EVERY} steps on 256 examples, "
           f"against float64 (tol 1e-10); warm: started from the previous measurement's eigenvector, as in "
           f"training; cold: from a fresh random vector tilted toward the gradient\n")

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from lrtransfer.experiment_plan import job_config_hashes
-from lrtransfer.report.__main__ import FIXED_BATCH_LOSS, tracking_target
-from lrtransfer.report.runs import RunRecord, load_runs
+from lrtransfer.experiment_plan import job_config_hashes, tracking_target
+from lrtransfer.report.runs import RunRecord, final_loss_metric, load_runs
 
-# The experiments with spectra measured during training (the suite's, and the opt-in convnet variant of sc_width),
+# The experiments with spectra measured during training (the suite's, and the opt-in ResMLP variant of sc_width),
 # and the tag their runs are scaled by.
 MEASURED = {"sc_width": "width", "sc_ntk": "width", "sc_depth": "depth", "sc_adam": "width",
-            "cross_flerm_sharpness": "width", "sc_width_convnet": "width"}
+            "cross_flerm_sharpness": "width", "sc_width_resmlp": "width"}
 
 
 def run_costs(r: RunRecord) -> tuple[float, float, float] | None:
@@ -43,8 +42,7 @@ def main() -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for experiment in args.experiments.split(","):
         uri, name = tracking_target(experiment, args.scale)
-        runs = load_runs(uri, name, args.scale, job_config_hashes(experiment, args.scale),
-                         "final/fixed_train_loss" if experiment in FIXED_BATCH_LOSS else "final/train_loss")
+        runs = load_runs(uri, name, args.scale, job_config_hashes(experiment, args.scale), final_loss_metric(experiment))
         groups: dict[tuple[str, float], list[tuple[float, float, float]]] = {}
         for r in runs.finished:
             costs = run_costs(r)

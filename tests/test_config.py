@@ -10,7 +10,8 @@ from lrtransfer.config import validate
 from lrtransfer.data import ArrayData, TokenData, load_data
 from lrtransfer.paths import CONF_DIR
 from lrtransfer.errors import one_line
-from lrtransfer.experiment_plan import stage_config_hashes, stage_job_configs, stages_and_grid
+from lrtransfer.experiment_plan import (BestLRRule, planning_stages, stage_config_hashes, stage_job_configs,
+                                         stages_and_grid)
 from lrtransfer.train import main
 from lrtransfer.trainer import build_model, run_training, value
 
@@ -56,10 +57,16 @@ def test_every_stage_of_every_experiment_composes_at_every_scale(make_cfg, exper
     """What `make reproduce` would run: each stage's overrides on the experiment's grid, validated."""
     stages, grid = stages_and_grid(experiment, scale)
     assert grid, "an experiment file holds its sweep grid"
-    for stage, overrides in stages.items():
+    for stage, overrides in planning_stages(stages).items():
         firsts = {o.split("=")[0]: o.split("=", 1)[1].split(",")[0] for o in overrides}
         args = [f"{k}={v.split(',')[0]}" for k, v in {**grid, **firsts}.items()]
         validate(make_cfg(f"experiment={experiment}", f"scale={scale}", *args))
+
+
+def paper_plan(experiment):
+    """(stages, grid) of the paper-scale plan, the grid's LRs standing in for those an earlier stage will pick."""
+    stages, grid = stages_and_grid(experiment, "paper")
+    return planning_stages(stages), grid
 
 
 def _stand_in_data(cfg):
@@ -79,7 +86,7 @@ def test_every_paper_scale_model_builds_for_its_data(experiment):
     """Each distinct model of the paper-scale plan (e.g. sc_width's SimpleConvNet on CIFAR-10 images) is built
     and run on two examples of its dataset's shape."""
     built = set()
-    for _, cfg in stage_job_configs(experiment, "paper", *stages_and_grid(experiment, "paper")):
+    for _, cfg in stage_job_configs(experiment, "paper", *paper_plan(experiment)):
         key = (repr(cfg.model), repr(cfg.param), value(cfg.data.name), cfg.data.seq_len)
         if key in built:
             continue
@@ -96,7 +103,7 @@ def test_every_paper_scale_model_builds_for_its_data(experiment):
 def test_paper_depth_convnet_has_the_papers_branch_constant():
     """The paper's depth runs multiply each branch by β/√L with β = 3: √3 at the 3-block base, √3/2 at 12 blocks."""
     models = {}
-    for _, cfg in stage_job_configs("sc_depth", "paper", *stages_and_grid("sc_depth", "paper")):
+    for _, cfg in stage_job_configs("sc_depth", "paper", *paper_plan("sc_depth")):
         if cfg.tags.stage == "k1" and cfg.model.depth in (3, 12):
             models[cfg.model.depth] = build_model(cfg, _stand_in_data(cfg))
     assert {d: m.blocks[0].branch_multiplier for d, m in models.items()} == pytest.approx({3: 3 ** 0.5, 12: 3 ** 0.5 / 2})
@@ -104,8 +111,30 @@ def test_paper_depth_convnet_has_the_papers_branch_constant():
 
 def test_scale_specific_files_change_the_grid():
     (smoke, _), (small, _) = stages_and_grid("sc_width", "smoke"), stages_and_grid("sc_width", "small")
-    assert list(smoke) == list(small) == ["mup", "ntp", "sp"]
+    assert list(smoke) == list(small) == ["mup", "ntp", "sp", "mup_at_best", "mup_at_2x_best", "ntp_at_best"]
     assert smoke["ntp"] != small["ntp"]
+    assert small["mup_at_2x_best"] == ["param=mup", BestLRRule("mup", 2.0), "seed=0,1,2,3"]
+    assert smoke["mup_at_2x_best"] == ["param=mup", BestLRRule("mup", 2.0), "seed=0"]
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("{best_of: ntp}", "stages.late.optim.lr.best_of='ntp': not an earlier stage of the experiment (earlier: mup)"),
+    ("{best_of: mup, times: 0}", "stages.late.optim.lr.times=0: must be a positive number"),
+    ("{best_of: mup, times: two}", "stages.late.optim.lr.times='two': must be a positive number"),
+    ("{best_of: mup, factor: 2}", "stages.late.optim.lr={'best_of': 'mup', 'factor': 2}: a stage's value is a string"),
+])
+def test_a_bad_best_lr_rule_fails_with_one_line(tmp_path, monkeypatch, rule, message):
+    """A stage at an earlier stage's best LR names a stage before it and a positive factor."""
+    import shutil
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "bad_rule.yaml").write_text(
+        f"# @package _global_\nstages:\n  mup: {{param: mup}}\n  late: {{param: mup, optim.lr: {rule}}}\n"
+        "  ntp: {param: ntp}\n")
+    monkeypatch.setattr("lrtransfer.paths.CONF_DIR", conf)  # compose_experiment reads it when called
+    with pytest.raises(Exception) as bad:
+        stages_and_grid("bad_rule", "small")
+    assert message in one_line(bad.value)
 
 
 @pytest.mark.parametrize("stage, message", [(["param=mup", "optim.lr=0.25,0"], "optim.lr=0.0: must be positive"),

@@ -204,11 +204,12 @@ def _roundtrip(state):
 @pytest.mark.parametrize("scale", ["smoke", "small", "paper"])
 def test_every_flerm_job_of_the_suite_finds_a_base_its_experiment_records(experiment, scale):
     """The base key a FLeRM job searches for is one that the experiment's record stage tags its runs with."""
-    from lrtransfer.experiment_plan import stage_job_configs, stages_and_grid
+    from lrtransfer.experiment_plan import planning_stages, stage_job_configs, stages_and_grid
     from lrtransfer.flerm_base import base_key
     from lrtransfer.trainer import run_tags
     recorded, wanted = set(), set()
-    for _, cfg in stage_job_configs(experiment, scale, *stages_and_grid(experiment, scale)):
+    stages, grid = stages_and_grid(experiment, scale)
+    for _, cfg in stage_job_configs(experiment, scale, planning_stages(stages), grid):
         mode = str(cfg.fslr.mode.value)
         if mode == "record":
             recorded.add(run_tags(cfg)["fslr_base_key"])

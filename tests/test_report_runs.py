@@ -154,6 +154,28 @@ def test_each_seed_alone_marks_verdicts_that_rest_on_the_seed_mean():
     assert all(c.by_seed == {} for c in unseeded.claims)
 
 
+def two_stage_builder(runs: ExperimentRuns, out) -> ExperimentReport:
+    """A claim on each stage's seed mean, MISSING where the stage has no runs (as the reports' claims are)."""
+    claims = []
+    for stage in ("grid", "sharp"):
+        losses = [r.final_loss for r in runs.merged if r.stage == stage]
+        mean = sum(losses) / len(losses) if losses else None
+        claims.append(verdict(stage, "loss", "≤ 2", f"{mean}", None if mean is None else mean <= 2))
+    return ExperimentReport("x", "small", "t", "d", [], claims, len(runs.finished))
+
+
+def test_each_seed_alone_leaves_out_the_seeds_a_claims_stage_did_not_run():
+    """sc_width's LR grid runs seeds 0-1 and its sharpness stages 0-3: the grid's claims are read on seeds 0 and
+    1 alone, not reported MISSING on seeds 2 and 3."""
+    runs = ExperimentRuns([record(0, 0.5, 1.0, stage="grid"), record(1, 0.5, 2.5, stage="grid")]
+                          + [record(s, 0.5, 1.0 + s, stage="sharp") for s in range(4)], 0, 0, None)
+    report = two_stage_builder(runs, None)
+    read_each_seed_alone(report, two_stage_builder, runs)
+    grid, sharp = report.claims
+    assert grid.by_seed == {"0": "PASS", "1": "FAIL"}
+    assert sharp.by_seed == {"0": "PASS", "1": "PASS", "2": "FAIL", "3": "FAIL"}
+
+
 def test_hardware_note_counts_the_runs_per_machine():
     runs = [record(s, 0.5, 1.0, processor="AMD EPYC", cpu_capability="AVX512", torch_threads="1") for s in range(3)]
     runs += [record(9, 0.5, 1.0, processor="NVIDIA H100", torch_threads="2"), record(8, 0.5, 1.0)]

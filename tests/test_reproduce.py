@@ -51,7 +51,8 @@ def test_every_experiment_has_a_report_with_claims_and_figures(smoke):
         assert claims["setup"] and all(s["train.steps"] for s in claims["setup"].values()), experiment
     assert "claims at scale=smoke:" in stdout and "summary: PASS" in stdout
     sc_width = json.loads((tmp / "reports" / "sc_width" / "claims.json").read_text())["setup"]
-    assert set(sc_width) == {"mup", "ntp", "sp"} and sc_width["mup"]["param.name"] == "mup"
+    assert set(sc_width) == {"mup", "ntp", "sp", "mup_at_best", "mup_at_2x_best", "ntp_at_best"}
+    assert sc_width["mup"]["param.name"] == "mup" and sc_width["mup"]["model.name"] == "simple_convnet"
     assert sc_width["mup"]["model.width"] == ", ".join(stages_and_grid("sc_width", "smoke")[1]["model.width"].split(","))
 
 
@@ -67,9 +68,10 @@ def test_reports_are_logged_to_the_sweep_parent_runs(smoke):
         assert any(p.endswith(".png") for p in logged)
 
 
-def test_the_planned_jobs_are_the_runs_launched(smoke):
+def test_the_planned_jobs_are_the_runs_launched(smoke, monkeypatch):
     """The reports select runs by the configuration hashes the plan predicts: they must be the launched ones."""
     _, uri, _ = smoke
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # where the plan finds the best LRs that later stages ran at
     client = MlflowClient(uri)
     for experiment in SUITE:
         exp = client.get_experiment_by_name(experiment)
@@ -78,18 +80,36 @@ def test_the_planned_jobs_are_the_runs_launched(smoke):
         assert launched == job_config_hashes(experiment, "smoke"), experiment
 
 
-def test_the_opt_in_convnet_variant_of_sc_width_has_its_own_report(smoke):
-    """`EXPERIMENTS=sc_width_convnet` runs sc_width's grid with the SimpleConvNet and indexes it beside the suite."""
+def test_sharpness_stages_ran_at_the_best_lrs_of_the_grids(smoke):
+    """sc_width measures spectra at µP's best LR and twice it and at NTP's, which its LR grids found first."""
+    tmp, uri, stdout = smoke
+    claims = {c["claim"].split(":")[0]: c["metric"]
+              for c in json.loads((tmp / "reports" / "sc_width" / "claims.json").read_text())["claims"]}
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("sc_width")
+    lrs = {}
+    for r in client.search_runs([exp.experiment_id]):
+        if r.data.tags.get("sweep") != "true":
+            lrs.setdefault(r.data.tags["stage"], set()).add(float(r.data.tags["lr"]))
+    # each best LR per width, smallest width first; of the smoke grid's two widths, the first wins a tie
+    best_mup, best_ntp = (re.findall(r"width \d+: ([\d.e-]+)", claims[k]) for k in ("A1", "A2"))
+    assert lrs["mup_at_best"] == {float(best_mup[0])} and lrs["mup_at_2x_best"] == {2 * float(best_mup[0])}
+    assert lrs["ntp_at_best"] == {float(best_ntp[0])}
+    assert f"optim.lr = the best LR of stage mup × 2 = {2 * float(best_mup[0])!r}" in stdout
+
+
+def test_the_opt_in_resmlp_variant_of_sc_width_has_its_own_report(smoke):
+    """`EXPERIMENTS=sc_width_resmlp` runs sc_width's stages with a ResMLP and indexes it beside the suite."""
     tmp, uri, _ = smoke
-    result = reproduce(tmp, uri, "--experiments", "sc_width_convnet")
+    result = reproduce(tmp, uri, "--experiments", "sc_width_resmlp")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads((tmp / "reports" / "sc_width_convnet" / "claims.json").read_text())
-    assert report["experiment"] == "sc_width_convnet" and "SimpleConvNet" in report["title"]
-    assert {s["model.name"] for s in report["setup"].values()} == {"simple_convnet"}
+    report = json.loads((tmp / "reports" / "sc_width_resmlp" / "claims.json").read_text())
+    assert report["experiment"] == "sc_width_resmlp" and "ResMLP" in report["title"]
+    assert {s["model.name"] for s in report["setup"].values()} == {"resmlp"}
     assert [c["claim"] for c in report["claims"]] == [
         c["claim"] for c in json.loads((tmp / "reports" / "sc_width" / "claims.json").read_text())["claims"]]
     index = (tmp / "reports" / "index.html").read_text()
-    assert 'href="sc_width_convnet/index.html"' in index and 'href="sc_width/index.html"' in index
+    assert 'href="sc_width_resmlp/index.html"' in index and 'href="sc_width/index.html"' in index
 
 
 def test_flerm_runs_found_their_base_record(smoke):
@@ -138,7 +158,7 @@ def test_the_spectra_cost_is_read_from_the_suites_runs(smoke):
     rows = [line.split(" | ") for line in result.stdout.splitlines()[2:]]
     assert {r[0].lstrip("| ") for r in rows} >= {"sc_width", "sc_ntk", "sc_depth", "sc_adam", "cross_flerm_sharpness"}
     widths = stages_and_grid("sc_width", "smoke")[1]["model.width"].split(",")
-    assert sorted(r[2] for r in rows if r[0] == "| sc_width" and r[1] == "mup") == sorted(f"width {w}" for w in widths)
+    assert sorted(r[2] for r in rows if r[0] == "| sc_width" and r[1] == "mup_at_best") == sorted(f"width {w}" for w in widths)
     for r in rows:
         share, hvps = float(r[4].rstrip("%")), float(r[6].rstrip(" |"))
         assert share > 0 and hvps >= 1, r

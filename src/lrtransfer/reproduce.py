@@ -4,9 +4,11 @@ Usage: python -m lrtransfer.reproduce --scale small --launcher parallel --experi
 
 An experiment's ``stages`` (conf/experiment/<name>.yaml) run in order, each a Hydra multirun over the
 experiment's grid with the stage's overrides on top, so FLeRM's base records exist before the runs
-that read them.  Jobs run with ``reuse=true``: a rerun takes finished runs from MLflow instead of
-training them again, and a stage whose every job (by configuration hash) has a finished run is not
-launched at all.  Every job of every experiment is composed and validated before anything runs.
+that read them, and a stage that runs at an earlier stage's best LR finds it in MLflow.  Jobs run with
+``reuse=true``: a rerun takes finished runs from MLflow instead of training them again, and a stage whose
+every job (by configuration hash) has a finished run is not launched at all.  Every job of every experiment
+is composed and validated before anything runs (with the grid's LRs standing in for the ones an earlier
+stage's results will name).
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import torch
 from . import train
 from .config import register_configs
 from .errors import one_line
-from .experiment_plan import stage_config_hashes, stage_overrides, stages_and_grid
+from .experiment_plan import (lr_rule, planning_stages, resolve_stage, stage_config_hashes, stage_overrides,
+                              stages_and_grid, tracking_target)
 from .paths import CONF_DIR, PROJECT_DIR
 from .precheck import first_value, precheck
 from .preemption import Terminated, raise_if_terminated, terminate_as_exit
-from .report.__main__ import SUITE, build_reports, tracking_target
+from .report.__main__ import SUITE, build_reports
 from .tracking import finished_config_hashes
 
 
@@ -93,27 +96,39 @@ def main() -> int:
     plan, planned = [], {}
     try:
         for experiment in experiments:
-            overrides, grid = stages_and_grid(experiment, args.scale)
-            stages = [(stage, stage_argv(experiment, args.scale, args.launcher, stage, extra,
-                                         args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}" / stage,
-                                         args.jobs))
-                      for stage, extra in overrides.items()]
-            check_launch(stages[0][1])
-            hashes = stage_config_hashes(experiment, args.scale, overrides, grid)  # validates every job
-            planned[experiment] = set().union(*hashes.values())
+            stages, grid = stages_and_grid(experiment, args.scale)
+            folder = args.outputs / "multirun" / f"{experiment}-{args.scale}-{stamp}"
+            first, overrides = next(iter(stages.items()))
+            check_launch(stage_argv(experiment, args.scale, args.launcher, first, overrides, folder / first, args.jobs))
+            hashes = stage_config_hashes(experiment, args.scale, planning_stages(stages), grid)  # validates every job
+            planned[experiment] = set()
             target = tracking_target(experiment, args.scale)
-            plan += [(experiment, stage, argv, hashes[stage], target) for stage, argv in stages]
+            plan += [(experiment, stage, overrides, grid, hashes[stage], target, folder / stage)
+                     for stage, overrides in stages.items()]
     except Exception as exc:  # composition and validation errors are the user's input
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
 
-    status, started = 0, time.time()
-    for i, (experiment, stage, argv, hashes, target) in enumerate(plan, 1):
+    status, started, resolved = 0, time.time(), {e: {} for e in experiments}
+    for i, (experiment, stage, overrides, grid, hashes, target, folder) in enumerate(plan, 1):
         raise_if_terminated()
         print(f"\n== [{i}/{len(plan)}] {experiment}: stage {stage} ({time.time() - started:.0f} s elapsed)", flush=True)
+        rule = lr_rule(overrides)
+        if rule is not None:
+            overrides = resolve_stage(experiment, args.scale, overrides, resolved[experiment], grid)
+            if overrides is None:
+                print(f"error: stage {stage} skipped: stage {rule.stage} has no best LR (no finished run, or every "
+                      "run diverged)", file=sys.stderr, flush=True)
+                status = 1
+                continue
+            hashes = stage_config_hashes(experiment, args.scale, {stage: overrides}, grid)[stage]
+            print(f"{rule} = {overrides[-1].split('=', 1)[1]}", flush=True)
+        resolved[experiment][stage] = overrides
+        planned[experiment] |= hashes
         if hashes <= finished_config_hashes(*target):
             print(f"all {len(hashes)} jobs REUSED: MLflow has a finished run of each configuration", flush=True)
             continue
+        argv = stage_argv(experiment, args.scale, args.launcher, stage, overrides, folder, args.jobs)
         print("$ python -m lrtransfer.train " + " ".join(argv), flush=True)
         status |= run_stage(argv)
     raise_if_terminated()

@@ -14,14 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..config import compose_experiment
-from ..experiment_plan import job_config_hashes
+from ..experiment_plan import job_config_hashes, tracking_target
 from ..paths import PROJECT_DIR
 from ..tracking import client_for
 from . import cross, flerm
 from . import super_consistency as sc
 from .html import Claim, ExperimentReport, read_report, write_experiment_report, write_index
-from .runs import ExperimentRuns, hardware_note, load_runs, setup_table, single_seed_views
+from .runs import ExperimentRuns, final_loss_metric, hardware_note, load_runs, setup_table, single_seed_views
 
 Builder = Callable[[ExperimentRuns, Path], ExperimentReport]
 EXPERIMENTS: dict[str, Builder] = {
@@ -38,28 +37,18 @@ EXPERIMENTS: dict[str, Builder] = {
     "cross_flerm_sharpness": cross.cross_flerm_sharpness,
     "cross_mup_fslr": cross.cross_mup_fslr,
     "mnist1d_width_lr": flerm.mnist1d_width_lr,
-    "sc_width_convnet": sc.sc_width_convnet,
+    "sc_width_resmlp": sc.sc_width_resmlp,
 }
-# Super Consistency picks the best LR by the train loss on a fixed batch at the end of training (criterion A1);
-# the FLeRM paper by the mean train loss of the last batches, and so does sc_linear, whose full-batch GD ends at
-# machine precision for every stable LR, so that only the loss over the whole run tells LRs apart.
-FIXED_BATCH_LOSS = {"sc_width", "sc_width_convnet", "sc_ntk", "sc_depth", "sc_adam"}
 # What `make reproduce` runs, in this order: both papers' figures and the two joining experiments (the others
 # are opt-in, by EXPERIMENTS=...).
-SUITE = [name for name in EXPERIMENTS if name not in ("mnist1d_width_lr", "sc_width_convnet")]
-
-
-def tracking_target(experiment: str, scale: str) -> tuple[str, str]:
-    """(tracking URI, MLflow experiment name) of an experiment, as its runs were configured."""
-    cfg = compose_experiment(experiment, scale)
-    return cfg.tracking.uri, cfg.tracking.experiment
+SUITE = [name for name in EXPERIMENTS if name not in ("mnist1d_width_lr", "sc_width_resmlp")]
 
 
 def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | None = None) -> ExperimentReport:
     """``hashes``: the experiment's planned job config hashes, if the caller has them already."""
     uri, name = tracking_target(experiment, scale)
     runs = load_runs(uri, name, scale, job_config_hashes(experiment, scale) if hashes is None else hashes,
-                     "final/fixed_train_loss" if experiment in FIXED_BATCH_LOSS else "final/train_loss")
+                     final_loss_metric(experiment))
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
@@ -81,7 +70,9 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
 def read_each_seed_alone(report: ExperimentReport, builder: Builder, runs: ExperimentRuns) -> None:
     """Fill ``by_seed`` of each claim that reads a seed mean: its verdict on every seed's runs alone.  A claim
     whose metric and measured value come out the same on every seed alone reads no multi-seed configuration
-    and keeps it empty.  (The views' figures are drawn and thrown away.)"""
+    and keeps it empty; a seed that the claim's configurations did not run (its view has none of them: e.g.
+    sc_width's LR grids run seeds 0-1, its sharpness stages 0-3) is left out.  (The views' figures are drawn
+    and thrown away.)"""
     views: dict[str, list[Claim]] = {}
     for seed, view in single_seed_views(runs.finished).items():
         with tempfile.TemporaryDirectory() as scratch:
@@ -91,6 +82,8 @@ def read_each_seed_alone(report: ExperimentReport, builder: Builder, runs: Exper
         nth = sum(c.claim == claim.claim for c in report.claims[:i])
         alone = {seed: ([c for c in claims if c.claim == claim.claim][nth:] or [None])[0]
                  for seed, claims in views.items()}
+        if claim.status != "MISSING":
+            alone = {seed: c for seed, c in alone.items() if c is None or c.status != "MISSING"}
         if any(c is None or (c.metric, c.measured) != (claim.metric, claim.measured) for c in alone.values()):
             claim.by_seed = {seed: c.status if c else "MISSING" for seed, c in alone.items()}
 

@@ -135,6 +135,17 @@ class ExperimentRuns:
         return merge_seeds(self.finished)
 
 
+# Super Consistency picks the best LR by the train loss on a fixed batch at the end of training (criterion A1);
+# the FLeRM paper by the mean train loss of the last batches, and so does sc_linear, whose full-batch GD ends at
+# machine precision for every stable LR, so that only the loss over the whole run tells LRs apart.
+FIXED_BATCH_LOSS = {"sc_width", "sc_width_resmlp", "sc_ntk", "sc_depth", "sc_adam"}
+
+
+def final_loss_metric(experiment: str) -> str:
+    """The metric that is a run's final loss for ``experiment``: what its best LRs are picked by."""
+    return "final/fixed_train_loss" if experiment in FIXED_BATCH_LOSS else "final/train_loss"
+
+
 def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = None,
               loss_metric: str = "final/train_loss") -> ExperimentRuns:
     """Finished runs of ``experiment`` at ``scale``, the latest of each configuration hash; with ``hashes``

@@ -65,11 +65,17 @@ def eos_figure(out: Path, panels: dict[str, list[RunRecord]], caption: str, scal
     return Figure(drawn, caption)
 
 
+def lr_of(runs: list[RunRecord]) -> float | None:
+    """The base LR a stage that runs at one LR (e.g. at an earlier stage's best) ran at."""
+    return runs[0].lr if runs else None
+
+
 def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     stages = by_stage(runs.merged)
     mup, ntp, sp = (stages.get(k, []) for k in ("mup", "ntp", "sp"))
+    # the sharpness criteria read the stages that ran at µP's and NTP's best LRs (and twice µP's), spectra measured
+    mup_opt, mup_2x, ntp_opt = (sorted(stages.get(k, []), key=width) for k in ("mup_at_best", "mup_at_2x_best", "ntp_at_best"))
     best = {g: best_by(rs, width) for g, rs in (("mup", mup), ("ntp", ntp), ("sp", sp))}
-    opt = {g: common_optimum(b) for g, b in best.items()}
     claims = []
     s_mup, s_ntp, s_sp = (shift(best[g]) for g in ("mup", "ntp", "sp"))
     claims.append(verdict("A1: µP best LR transfers across width", f"best-LR shift, smallest→largest width ({lr_table(best['mup'])})",
@@ -80,27 +86,24 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           decide(lambda n: n >= 2, s_ntp), soft=True))
     claims.append(verdict("SP best LR shrinks with width", f"SP shift ({lr_table(best['sp'])})", "≤ −1", fmt(s_sp),
                           decide(lambda s: s <= -1, s_sp)))
-    mup_opt, ntp_opt = at_lr(mup, opt["mup"]), at_lr(ntp, opt["ntp"])
     cv_mup, cv_ntp = cv_over_time(mup_opt, SHARP), cv_over_time(ntp_opt, SHARP)
     claims.append(verdict("A3: µP rescaled sharpness is super consistent",
-                          f"median CV across widths of λ·(η/η0) after 10% of training, η0={fmt(opt['mup'])}",
-                          "≤ 0.25 and ≤ ½ NTP's CV", f"{fmt(cv_mup)} (NTP {fmt(cv_ntp)} at η0={fmt(opt['ntp'])})",
+                          f"median CV across widths of λ·(η/η0) after 10% of training, η0={fmt(lr_of(mup_opt))}",
+                          "≤ 0.25 and ≤ ½ NTP's CV", f"{fmt(cv_mup)} (NTP {fmt(cv_ntp)} at η0={fmt(lr_of(ntp_opt))})",
                           None if math.isnan(cv_mup) or math.isnan(cv_ntp) else cv_mup <= 0.25 and cv_mup <= cv_ntp / 2))
     eos = {}
-    for factor in (1, 2):
-        lr = None if opt["mup"] is None else opt["mup"] * factor
-        for r in sorted(at_lr(mup, lr), key=width):
-            _, v = r.history(SHARP + "_x_lr")
-            tail = v[len(v) // 2:]
-            eos[f"η0={lr:g} w{width(r):g}"] = math.inf if r.diverged else float(np.median(tail)) if len(tail) else math.nan
-    ok = None if not eos else all(1.0 <= x <= 2.6 for x in eos.values())
+    for r in mup_opt + mup_2x:
+        _, v = r.history(SHARP + "_x_lr")
+        tail = v[len(v) // 2:]
+        eos[f"η0={r.lr:g} w{width(r):g}"] = math.inf if r.diverged else float(np.median(tail)) if len(tail) else math.nan
+    ok = None if not (mup_opt and mup_2x) else all(1.0 <= x <= 2.6 for x in eos.values())
     # 4 digits: 2.6036 must not read as the bound 2.6 it exceeds
     measured = ", ".join(f"{k}: {'diverged' if math.isinf(v) else fmt(v, 4)}" for k, v in eos.items())
     claims.append(verdict("A4: µP sits at the edge of stability", "median η0·λ·(η/η0) over the last 50% of checkpoints, per run",
                           "∈ [1.0, 2.6] at the optimum and 2× it", measured or "n/a", ok))
     ratios = {}
     for name, rs in (("µP", mup_opt), ("NTP", ntp_opt)):
-        for r in sorted(rs, key=width):
+        for r in rs:
             _, v = r.history(SHARP)
             if len(v) >= 2 and not r.diverged:
                 ratios.setdefault(name, {})[width(r)] = float(v[-1] / v[0])
@@ -119,24 +122,27 @@ def sc_width(runs: ExperimentRuns, out: Path) -> ExperimentReport:
     figs = [Figure(figures.loss_vs_lr(out / "loss_vs_lr.png", groups, width, "width"),
                    "Train loss at the end on a fixed batch of training examples against the base LR η0 per width "
                    "(crosses on the top edge: diverged; faint dots: the single seeds of a seed mean)."),
-            eos_figure(out, {f"µP η0={fmt(opt['mup'])}": mup_opt, f"NTP η0={fmt(opt['ntp'])}": ntp_opt},
-                       "Rescaled sharpness times η0 along training at each parametrization's best LR; the dashed line "
-                       "is the edge of stability 2/η0 (in these units, 2)."),
+            eos_figure(out, {f"µP η0={fmt(lr_of(mup_opt))}": mup_opt, f"µP η0={fmt(lr_of(mup_2x))} (2× best)": mup_2x,
+                             f"NTP η0={fmt(lr_of(ntp_opt))}": ntp_opt},
+                       "Rescaled sharpness times η0 along training at µP's best LR and twice it, and at NTP's best "
+                       "LR; the dashed line is the edge of stability 2/η0 (in these units, 2)."),
             Figure(figures.trajectories(out / "sharpness_raw.png", sharpness_panels(
                 {"µP raw λmax": mup_opt}, "hessian/eig_0") | sharpness_panels({"µP rescaled": mup_opt}, SHARP), "λmax",
                 logy=True), "Raw and rescaled top Hessian eigenvalue under µP: the raw one shrinks with width, "
                             "the rescaled one is the width-independent quantity.")]
     return ExperimentReport("sc_width", "", "Super Consistency: width transfer and sharpness (Fig. 1)",
-                            "Plain SGD (no momentum), a width × LR grid per parametrization (configurations run with "
-                            "several seeds are read as their seed mean); the top Hessian eigenvalue, raw and rescaled, "
-                            "measured on a fixed batch along training.",
+                            "The paper's SimpleConvNet, plain SGD (no momentum), a width × LR grid per parametrization; "
+                            "then µP's best LR and twice it, and NTP's best LR, run again with more seeds and the top "
+                            "Hessian eigenvalue, raw and rescaled, measured on a fixed batch along training "
+                            "(configurations run with several seeds are read as their seed mean).",
                             figs, claims, len(runs.finished), edge_notes(best, {"mup": "µP", "ntp": "NTP", "sp": "SP"}))
 
 
-def sc_width_convnet(runs: ExperimentRuns, out: Path) -> ExperimentReport:
-    """sc_width's figures and claims for the runs of the paper's own SimpleConvNet."""
-    return replace(sc_width(runs, out), experiment="sc_width_convnet",
-                   title="Super Consistency: width transfer and sharpness (Fig. 1) with the paper's SimpleConvNet")
+def sc_width_resmlp(runs: ExperimentRuns, out: Path) -> ExperimentReport:
+    """sc_width's figures and claims for the runs of its ResMLP variant."""
+    report = sc_width(runs, out)
+    return replace(report, experiment="sc_width_resmlp", title=report.title + " with a ResMLP in place of the SimpleConvNet",
+                   description=report.description.replace("The paper's SimpleConvNet", "A ResMLP (depth 2)"))
 
 
 def final_cv(runs: list[RunRecord], key: str, fraction: float = 1.0) -> float:
