@@ -122,6 +122,7 @@ def test_scale_specific_files_change_the_grid():
     ("{best_of: mup, times: 0}", "stages.late.optim.lr.times=0: must be a positive number"),
     ("{best_of: mup, times: two}", "stages.late.optim.lr.times='two': must be a positive number"),
     ("{best_of: mup, factor: 2}", "stages.late.optim.lr={'best_of': 'mup', 'factor': 2}: a stage's value is a string"),
+    ("{best_of: mup, per: seed}", "stages.late.optim.lr.per='seed': the optimum is taken per one of width, depth, init_scale"),
 ])
 def test_a_bad_best_lr_rule_fails_with_one_line(tmp_path, monkeypatch, rule, message):
     """A stage at an earlier stage's best LR names a stage before it and a positive factor."""

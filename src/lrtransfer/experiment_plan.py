@@ -41,6 +41,7 @@ class BestLRRule:
 
 
 Override = str | BestLRRule
+SCALE_TAGS = ("width", "depth", "init_scale")  # numeric tags of every run (trainer.run_tags) a best LR can be taken per
 
 
 def _lr_rule(stage: str, key: str, value: DictConfig, earlier: list[str]) -> BestLRRule:
@@ -54,7 +55,10 @@ def _lr_rule(stage: str, key: str, value: DictConfig, earlier: list[str]) -> Bes
     times = spec.get("times", 1)
     if isinstance(times, bool) or not isinstance(times, (int, float)) or times <= 0:
         raise ConfigError(f"{where}.times={times!r}: must be a positive number")
-    return BestLRRule(spec["best_of"], float(times), str(spec.get("per", "width")))
+    per = spec.get("per", "width")
+    if per not in SCALE_TAGS:
+        raise ConfigError(f"{where}.per={per!r}: the optimum is taken per one of {', '.join(SCALE_TAGS)}")
+    return BestLRRule(spec["best_of"], float(times), per)
 
 
 def stages_and_grid(experiment: str, scale: str) -> tuple[dict[str, list[Override]], dict[str, str]]:
