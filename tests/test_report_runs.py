@@ -104,15 +104,20 @@ def test_setup_table_states_each_stages_logged_settings(tmp_path):
     client = MlflowClient(uri)
     exp_id = client.create_experiment("exp", artifact_location=str(tmp_path / "artifacts"))
     for stage, width, every, lr in (("mup", "128", "64", "0.5"), ("mup", "32", "64", "0.25"), ("sp", "32", "0", "2.0"),
-                                    ("mup", "512", "64", "0.25")):
+                                    ("mup", "512", "64", "0.25"), ("resmlp", "32", "0", "2.0")):
         run_id = make_run(client, exp_id, "FINISHED", stage=stage, config_hash=f"{stage}{width}{lr}")
-        for key, value in (("model.name", "simple_convnet"), ("model.width", width), ("optim.lr", lr),
-                           ("measure.spectra.every", every), ("measure.spectra.batch_size", "256")):
+        model = "resmlp" if stage == "resmlp" else "simple_convnet"
+        for key, value in (("model.name", model), ("model.width", width), ("optim.lr", lr),
+                           ("measure.spectra.every", every), ("measure.spectra.batch_size", "256"),
+                           ("model.branch_mult", "1.0")):
             client.log_param(run_id, key, value)
-    table = setup_table(load_runs(uri, "exp", "small").finished)
+    table = setup_table(load_runs(uri, "exp", "small").finished, ["sp", "mup"])
+    assert list(table) == ["sp", "mup", "resmlp"]  # the stages in the order given, then the others by name
     assert table["mup"] == {"model.name": "simple_convnet", "optim.lr": "0.25, 0.5", "model.width": "32, 128, 512",
                             "measure.spectra.every": "64", "measure.spectra.batch_size": "256"}
     assert "measure.spectra.batch_size" not in table["sp"]  # no spectra measured there
+    # a SimpleConvNet has no residual branches: model.branch_mult (logged, as every key is) is left out; a ResMLP's stays
+    assert "model.branch_mult" not in table["sp"] and table["resmlp"]["model.branch_mult"] == "1.0"
 
 
 def record(seed, lr, loss, **tags):

@@ -254,6 +254,9 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
         raise ConfigError(f"{key}={value!r}: {why}")
 
 
+# Models without residual branches, for which model.layers_per_block, branch_scale and branch_mult mean nothing.
+NO_RESIDUAL_BRANCHES = ("linear", "simple_convnet")
+
 # Tracking stores: a SQLite file, an MLflow server, or a database MLflow's SQL store speaks directly.
 TRACKING_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql", "mssql")
 
@@ -287,7 +290,7 @@ def validate(cfg: Any) -> None:
     _check(m.init_scale > 0, "model.init_scale", m.init_scale, "must be positive")
     _check(m.branch_mult > 0, "model.branch_mult", m.branch_mult, "must be positive")
     _check(d.target_scale > 0, "data.target_scale", d.target_scale, "must be positive")
-    if _name(m.name) in ("linear", "simple_convnet"):  # no residual branches: their keys would silently do nothing
+    if _name(m.name) in NO_RESIDUAL_BRANCHES:  # their branch keys would silently do nothing
         _check(_name(m.branch_scale) == "auto", "model.branch_scale", _name(m.branch_scale),
                f"model.name={_name(m.name)} has no residual branches to scale")
         _check(m.branch_mult == 1, "model.branch_mult", m.branch_mult,

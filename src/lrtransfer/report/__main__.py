@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from ..experiment_plan import job_config_hashes, tracking_target
+from ..experiment_plan import job_config_hashes, stages_and_grid, tracking_target
 from ..paths import PROJECT_DIR
 from ..tracking import client_for
 from . import cross, flerm
@@ -52,7 +52,7 @@ def build_report(experiment: str, scale: str, root: Path, hashes: set[str] | Non
     out = root / experiment
     out.mkdir(parents=True, exist_ok=True)
     report = EXPERIMENTS[experiment](runs, out)
-    report.scale, report.setup = scale, setup_table(runs.finished)
+    report.scale, report.setup = scale, setup_table(runs.finished, list(stages_and_grid(experiment, scale)[0]))
     read_each_seed_alone(report, EXPERIMENTS[experiment], runs)
     if runs.finished:
         report.notes.append(hardware_note(runs.finished))

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ..config import NO_RESIDUAL_BRANCHES
 from ..tracking import client_for
 
 
@@ -188,7 +189,10 @@ def _ordered(values: set[str]) -> list[str]:
 
 
 def _relevant(key: str, params: list[dict[str, str]]) -> bool:
-    """The norm placement only where a Transformer ran, the measurement batch only where spectra were measured."""
+    """The norm placement only where a Transformer ran, the residual-branch settings only where a model with
+    residual branches ran, the measurement batch only where spectra were measured."""
+    if key in ("model.layers_per_block", "model.branch_scale", "model.branch_mult"):
+        return any(p.get("model.name", "") not in NO_RESIDUAL_BRANCHES and key in p for p in params)
     if key == "model.norm":
         return any(p.get("model.name") == "transformer" for p in params)
     if key == "measure.spectra.batch_size":
@@ -196,11 +200,12 @@ def _relevant(key: str, params: list[dict[str, str]]) -> bool:
     return any(key in p for p in params)
 
 
-def setup_table(runs: list[RunRecord]) -> dict[str, dict[str, str]]:
+def setup_table(runs: list[RunRecord], order: list[str] = ()) -> dict[str, dict[str, str]]:
     """{stage: {config key: its values across the stage's runs}}, read from the runs' logged parameters, so a
-    report states the settings of the runs it was built from (smoke, small or paper)."""
+    report states the settings of the runs it was built from (smoke, small or paper); stages in ``order`` (the
+    order they run in) first, any other by name."""
     table: dict[str, dict[str, str]] = {}
-    for stage in sorted({r.stage for r in runs}):
+    for stage in sorted({r.stage for r in runs}, key=lambda s: (order.index(s) if s in order else len(order), s)):
         params = [r.params for r in runs if r.stage == stage]
         table[stage] = {key: ", ".join(_ordered({p[key] for p in params if key in p}))
                         for key in SETUP_KEYS if _relevant(key, params)}
