@@ -21,6 +21,26 @@ def test_transformer_is_causal(norm, qk_norm):
     assert not torch.allclose(t(changed)[:, 6:], out[:, 6:])
 
 
+@pytest.mark.parametrize("norm", ["pre", "post", "pre_post_mod"])
+def test_parameter_free_layernorms_are_the_affine_ones_at_init(norm):
+    """norm_affine=False drops every LayerNorm gain and bias (the FLeRM paper's Transformer) and nothing else:
+    the same weights are drawn, and at init (gain 1, bias 0) the outputs are the same."""
+    idx = torch.randint(0, 13, (2, 10))
+    torch.manual_seed(0)
+    affine = Transformer(13, 10, 32, 2, head_dim=8, norm=norm, param="mup", base_width=16)
+    torch.manual_seed(0)
+    free = Transformer(13, 10, 32, 2, head_dim=8, norm=norm, norm_affine=False, param="mup", base_width=16)
+    names = dict(affine.named_parameters())
+    norm_names = {n for n in names if "norm" in n}
+    assert len(norm_names) == 2 * (2 * 2 + 1)  # gain and bias of 2 norms per block, and of the final norm
+    assert set(dict(free.named_parameters())) == set(names) - norm_names
+    assert set(free.param_specs()) == set(affine.param_specs()) - norm_names
+    assert torch.equal(free(idx), affine(idx))
+    with torch.no_grad():
+        affine.final_norm.weight.mul_(2.0)
+    assert not torch.allclose(free(idx), affine(idx))
+
+
 def test_transformer_heads_grow_with_width():
     t = Transformer(13, 10, 64, 1, head_dim=16)
     assert t.blocks[0].branch.heads == 4 and t.blocks[0].branch.head_dim == 16

@@ -101,6 +101,7 @@ class ModelConfig:
     base_width: int = 128
     base_depth: int = 4
     norm: NormPlacement = NormPlacement.pre
+    norm_affine: bool = True  # LayerNorms with a trainable gain and bias (false: the FLeRM paper's Transformer)
     branch_scale: BranchScale = BranchScale.auto
     branch_mult: float = 1.0  # residual-branch multiplier at the base depth; branch_scale scales it with depth
     head_dim: int = 16

@@ -82,7 +82,7 @@ def build_model(cfg: DictConfig, data) -> ScalableModel:
         if data.task != "language":
             raise UserError(f"model.name=transformer needs a language dataset, not data.name={value(cfg.data.name)}")
         return Transformer(data.vocab_size, data.seq_len, m.width, m.depth, head_dim=m.head_dim,
-                           norm=value(m.norm), qk_norm=m.qk_norm, bias=m.bias, **common, **scaling)
+                           norm=value(m.norm), norm_affine=m.norm_affine, qk_norm=m.qk_norm, bias=m.bias, **common, **scaling)
     if data.task == "language":
         raise UserError(f"model.name={name} needs an array dataset, not data.name={value(cfg.data.name)}")
     if name == "linear":

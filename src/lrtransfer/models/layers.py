@@ -110,11 +110,17 @@ class ScaledEmbedding(SpecModule):
 
 
 class ScaledLayerNorm(SpecModule):
-    """LayerNorm with an affine gain and bias of role ``norm``."""
+    """LayerNorm with an affine gain and bias of role ``norm``, or none (``affine=False``: the FLeRM paper's
+    Transformer normalises without parameters)."""
 
-    def __init__(self, dim: int, *, width_mult: float = 1.0, depth_mult: float = 1.0, in_block: bool = False):
+    def __init__(self, dim: int, *, affine: bool = True, width_mult: float = 1.0, depth_mult: float = 1.0,
+                 in_block: bool = False):
         super().__init__()
         self.dim = dim
+        if not affine:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+            return
         self.weight = nn.Parameter(torch.empty(dim))
         self.bias = nn.Parameter(torch.empty(dim))
         self.specs["weight"] = ParamSpec("norm", 1, dim, width_mult, depth_mult, True, in_block, init_value=1.0)

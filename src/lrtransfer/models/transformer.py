@@ -49,7 +49,8 @@ class Transformer(ScalableModel):
     task = "language"
 
     def __init__(self, vocab_size: int, seq_len: int, width: int, depth: int, *, head_dim: int = 16,
-                 norm: str = "pre", qk_norm: bool = False, bias: bool = True, base_width: int | None = None,
+                 norm: str = "pre", norm_affine: bool = True, qk_norm: bool = False, bias: bool = True,
+                 base_width: int | None = None,
                  base_depth: int | None = None, param: Parametrization | str = "sp", branch_scale: str = "auto",
                  init_scale: float = 1.0, branch_mult: float = 1.0):
         super().__init__(width, depth, base_width, base_depth)
@@ -67,9 +68,10 @@ class Transformer(ScalableModel):
             mlp = nn.Sequential(ScaledLinear(width, 4 * width, "hidden", bias=bias, in_block=True, **shape),
                                 nn.GELU(),
                                 ScaledLinear(4 * width, width, "hidden", bias=bias, in_block=True, **shape))
-            blocks += [Residual(attn, norm, width, **shape), Residual(mlp, norm, width, **shape)]
+            blocks += [Residual(attn, norm, width, affine=norm_affine, **shape),
+                       Residual(mlp, norm, width, affine=norm_affine, **shape)]
         self.blocks = nn.Sequential(*blocks)
-        self.final_norm = ScaledLayerNorm(width, **shape) if norm != "none" else nn.Identity()
+        self.final_norm = ScaledLayerNorm(width, affine=norm_affine, **shape) if norm != "none" else nn.Identity()
         self.readout = ScaledLinear(width, vocab_size, "readout", bias=bias, bias_wide=False, **shape)
         self.parametrize(param, branch_scale=branch_scale, init_scale=init_scale, branch_mult=branch_mult)
 

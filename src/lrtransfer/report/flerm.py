@@ -171,7 +171,7 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
                           None if math.isnan(l_sp) or math.isnan(l_fl) else l_fl <= l_sp / 2))
     return ExperimentReport("flerm_init_scale", "", "FLeRM across initialisation scales (criterion E)",
-                            "Transformer (pre+post-mod norms, QK-norm), Adam, hidden weights initialised init_scale "
+                            "Transformer (pre+post-mod LayerNorms, QK-norm), Adam, hidden weights initialised init_scale "
                             "times larger; FLeRM matches the record of the init_scale=1 base model (its seeds "
                             "averaged).",
                             transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished),
@@ -187,8 +187,8 @@ def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         figs += transfer_figures(out, stages, width, "width", prefix=f"{norm}_")
         notes += transfer_notes(best, "width", prefix=f"{norm}: ")
     return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
-                            "Transformer with QK-norm, Adam; norm placements pre, post and pre_post_mod; base-width "
-                            "records.", figs, claims,
+                            "Transformer with QK-norm, Adam; norm placements pre, post and pre_post_mod (LayerNorms "
+                            "with or without gain and bias: the setup table says which); base-width records.", figs, claims,
                             len(runs.finished), notes)
 
 
