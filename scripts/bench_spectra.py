@@ -18,7 +18,7 @@
 4. How loose the Lanczos tolerance can be during training: along sc_width_resmlp's SGD trajectories (ResMLP depth 2
    on mnist1d, batch 32, 800 steps, measured every 64 steps on 256 examples), the rescaled sharpness at
    each tolerance, warm-started as the SpectraMonitor does and from a cold start (a fresh random vector
-   tilted toward the gradient, as a first measurement starts), against float64.
+   tilted toward the Hessian's guess, the Gauss-Newton mean mode, as a first measurement starts), against float64.
 
 Usage: python scripts/bench_spectra.py [--repeats 5] [--device cpu|cuda]
 """
@@ -487,7 +487,7 @@ def main():
     print(f"\nThe Lanczos tolerance along sc_width_resmlp's SGD trajectories: {TRAJECTORY_STEPS} steps at batch "
           f"{TRAJECTORY_BATCH}, raw and rescaled top eigenvalue every {TRAJECTORY_EVERY} steps on 256 examples, "
           f"against float64 (tol 1e-10); warm: started from the previous measurement's eigenvector, as in "
-          f"training; cold: from a fresh random vector tilted toward the gradient\n")
+          f"training; cold: from a fresh random vector tilted toward the mean mode\n")
     print("| trajectory | Lanczos tol | warm: HVPs per measurement | warm: max rel. error | warm: errors > "
           f"{TARGET:g} | cold: HVPs per measurement | cold: max rel. error | cold: errors > {TARGET:g} |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")

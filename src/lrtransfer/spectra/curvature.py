@@ -18,6 +18,7 @@ from torch import nn
 from .operator import Operator, SpectraStats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+MEAN_MODE_ITERATIONS = 20
 
 
 def _backward(outputs: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor],
@@ -102,9 +103,9 @@ class Curvature:
 
     def hessian(self, scaling_sqrt: torch.Tensor | None = None) -> Operator:
         """H, or D^½ H D^½ when the flat vector ``scaling_sqrt`` = D^½ is given.  Its guess at the top
-        eigenvectors is the loss gradient (D^½g when scaled), which the products compute anyway: near a
-        quadratic's minimum g = H(θ − θ*) is weighted toward H's large eigenvalues."""
-        op = self._operator(self.hvp, self.dim, self.gradient)
+        eigenvectors is :meth:`mean_mode` (D^½ times it when scaled): the Gauss-Newton part carries the top of
+        the spectrum, and the guess costs no curvature product."""
+        op = self._operator(self.hvp, self.dim, self.mean_mode)
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- Jacobian of the outputs, and the Gauss-Newton matrix G = Jᵀ H_loss J ------------------------
@@ -135,8 +136,36 @@ class Curvature:
         outputs, grad = self._output_gradient
         return _backward([grad], [outputs], [w])[0]
 
+    def mean_mode(self, iterations: int = MEAN_MODE_ITERATIONS) -> torch.Tensor:
+        """Jᵀ H_loss (1 ⊗ v), with v the top eigenvector of Σ_n H_n, the loss Hessians w.r.t. each example's
+        outputs (the last dimension) summed over the examples (all other dimensions).
+
+        It is the top eigenvector of the Gauss-Newton matrix G = Jᵀ H_loss J when the kernel J Jᵀ is its mean
+        mode alone, every example's outputs moving together: the large constant component that ReLU networks'
+        NTKs have, which sets the outlying top of their Hessian spectrum.  So it lies close to the top
+        eigenvector, also after training (|cos| 0.99 for the benchmark's ResMLP at init and after 100 Adam
+        steps, where the gradient's is 0.44 and 0.56; README).  Costs one backward pass through the model and
+        ``iterations`` + 1 through the loss alone (power iteration on the C × C matrix Σ_n H_n), no curvature
+        product.  v starts from the summed output gradient, the mean residual.
+        """
+        outputs, grad = self._output_gradient
+        lead = tuple(range(outputs.dim() - 1))
+
+        def over_examples(t: torch.Tensor) -> torch.Tensor:
+            return t.sum(lead) if lead else t  # (a sum over no dimension would sum them all)
+
+        v = over_examples(grad.detach())
+        if not bool(v.norm() > 0):  # a perfect fit: start anywhere off the constant vectors, cross-entropy's null space
+            v = torch.linspace(1.0, 2.0, v.numel(), dtype=v.dtype, device=v.device)
+        for _ in range(iterations):
+            w = over_examples(self.loss_hvp(v.expand_as(outputs)))
+            if not bool(w.norm() > 0):
+                break  # v spans nothing Σ_n H_n sees: the guess is 0, and the eigensolvers ignore it
+            v = w / w.norm()
+        return self.vjp(self.loss_hvp(v.expand_as(outputs)))
+
     def ggn(self, scaling_sqrt: torch.Tensor | None = None) -> Operator:
-        op = self._operator(lambda v: self.vjp(self.loss_hvp(self.jvp(v))), self.dim)
+        op = self._operator(lambda v: self.vjp(self.loss_hvp(self.jvp(v))), self.dim, self.mean_mode)
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- empirical NTK Θ = J Jᵀ over all (example, output) pairs ----------------------------------------

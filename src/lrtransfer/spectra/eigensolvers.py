@@ -35,9 +35,10 @@ def top_eigenpairs(op: Operator, k: int = 1, method: str = "lanczos", tol: float
     works in blocks of k vectors (so that eigenvalues repeated up to k times are found): for k = 1 it
     starts from their sum, for k ≥ 2 from the first k; power iteration starts from ``init[i]`` for the
     i-th eigenvector.  Without ``init``, Lanczos starts from random vectors, the first of them plus the
-    operator's ``guess`` (both normalised) where it has one: the gradient saves the Hessian 1-2 products
-    from a cold start (scripts/bench_spectra.py), and the random half keeps every eigenvector in reach
-    when the gradient vanishes or misses one.  Power iteration always starts at random, as PyHessian.
+    operator's ``guess`` (both normalised) where it has one: the Hessian's, its Gauss-Newton mean mode, saves
+    it 2 of 5 products at initialisation (scripts/bench_spectra.py), and the random half keeps every
+    eigenvector in reach when the guess vanishes or misses one.  Power iteration always starts at random, as
+    PyHessian.
     ``max_iter`` bounds the number of products (Lanczos: rounded down to whole blocks).
     ``tol``: Lanczos stops when every top-k Ritz pair has residual ‖Ax − θx‖ ≤ tol·max|θ| (default
     √eps of the dtype, which makes separated eigenvalues accurate to about eps); a residual cannot show

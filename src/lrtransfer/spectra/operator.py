@@ -37,8 +37,8 @@ def require_finite(t: torch.Tensor, what: str) -> torch.Tensor:
 class Operator:
     """A symmetric matrix known only through ``matvec`` on flat vectors of length ``dim``.
 
-    ``guess`` (optional) returns a direction that leans toward the top eigenvectors at no extra cost, such
-    as the loss gradient for the Hessian; Lanczos mixes it into a cold start (see ``top_eigenpairs``).
+    ``guess`` (optional) returns a direction that leans toward the top eigenvectors at no extra product, such
+    as the Gauss-Newton mean mode for the Hessian; Lanczos mixes it into a cold start (see ``top_eigenpairs``).
     """
 
     matvec: Callable[[torch.Tensor], torch.Tensor]
