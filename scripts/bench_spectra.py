@@ -10,7 +10,8 @@
    (where Super Consistency measures it: the spectrum's top crowds as the sharpness reaches 2/η): HVPs,
    seconds and relative error against a converged float64 reference, for our Lanczos and for PyHessian 0.1
    (power iteration), each over a sweep of its own stopping tolerance; "at equal accuracy" compares the
-   loosest tolerance of each sweep whose error is within 1e-3.  Seconds include building the graph.
+   loosest tolerance of each sweep whose error is within 1e-3.  Seconds include building the graph.  Each
+   state also prints how close the cold start's guess (the mean mode) and the gradient lie to the top eigenvector.
    PyHessian is optional (pip install pyhessian==0.1); without it its rows are skipped.
 3. The cost of measuring the top Hessian eigenvalue every 50 steps during training (Lanczos, warm-started,
    default and a looser tol, on a fixed batch of 256 or 1024 examples): the trainer's own loop (SGD, MLflow
@@ -263,10 +264,20 @@ def pyhessian_products_to_target(model, loss_fn, x, y, reference: float, seed: i
     return None
 
 
-def reference_eigenvalues(model, loss_fn, x, y) -> list[float]:
-    """The top two eigenvalues in float64, converged far beyond TARGET."""
-    return top_hessian_eigenvalues(copy.deepcopy(model).double(), loss_fn, x.double(), y, k=2, tol=1e-10,
-                                   max_iter=300).tolist()
+def reference_eigenpairs(model, loss_fn, x, y) -> tuple[list[float], torch.Tensor]:
+    """The top two eigenvalues in float64, converged far beyond TARGET, and the top eigenvector."""
+    result = top_hessian_eigenvalues(copy.deepcopy(model).double(), loss_fn, x.double(), y, k=2, tol=1e-10,
+                                     max_iter=300, return_vectors=True)
+    return result.values.tolist(), result.vectors[0]
+
+
+def guess_cosines(model, loss_fn, x, y, top_vector) -> str:
+    """|cos| of the top eigenvector with the cold start's guess (the mean mode) and with the gradient."""
+    with curvature(model, x, loss_fn, y) as curv:
+        guesses = {"mean mode (the guess)": curv.mean_mode(), "gradient": curv.gradient()}
+    top_vector = top_vector.to(x.device, torch.float32)
+    return ", ".join(f"{name} {(torch.dot(g, top_vector) / g.norm()).abs().item():.2f}"
+                     for name, g in guesses.items())
 
 
 def cheapest_within_target(rows: dict) -> tuple | None:
@@ -277,7 +288,7 @@ def cheapest_within_target(rows: dict) -> tuple | None:
 def solver_costs(state, model, loss_fn, x, y, repeats, device, pyhessian, lr=None) -> dict:
     """Prints the sweep table of one model state (with η·λ1 when it was trained by SGD at ``lr``);
     returns {method: (HVPs, seconds)} at equal accuracy."""
-    top, second = reference_eigenvalues(model, loss_fn, x, y)
+    (top, second), top_vector = reference_eigenpairs(model, loss_fn, x, y)
     runs = {(OURS, f"residual ≤ {sci(tol)}·λ" if tol else "default: residual ≤ √eps·λ"):
             (lanczos_top, tol) for tol in LANCZOS_TOLS}
     if pyhessian:
@@ -291,7 +302,8 @@ def solver_costs(state, model, loss_fn, x, y, repeats, device, pyhessian, lr=Non
                         repeats, device)
     print(f"Top Hessian eigenvalue, ResMLP w{WIDTH} d{DEPTH} SP, {BATCH} mnist1d examples, {state}: "
           f"λ1 = {top:.5g}" + (f", η·λ1 = {lr * top:.2f}" if lr else "")
-          + f", λ2/λ1 = {second / top:.3f} (float64 reference)\n")
+          + f", λ2/λ1 = {second / top:.3f} (float64 reference); |cos| with the top eigenvector: "
+          + guess_cosines(model, loss_fn, x, y, top_vector) + "\n")
     print("| method | stopping rule | HVPs | ms | relative error |")
     print("| --- | --- | ---: | ---: | ---: |")
     for (method, rule), (hvps, error) in rows.items():

@@ -123,6 +123,36 @@ def test_convnets_have_the_papers_feature_sizes():
         SimpleConvNet((3, 8, 8), 10, 16)
 
 
+@pytest.mark.parametrize("stride", [1, 2, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_1d_convolution_as_a_matmul_is_f_conv1d(stride, bias):
+    """On CPU a 1-D ScaledConv runs as a matrix product over unfolded patches: the values, gradients and
+    Hessian-vector products (double backward) of F.conv1d with the same padding, in float64."""
+    from lrtransfer.models.layers import ScaledConv
+
+    torch.manual_seed(0)
+    conv = ScaledConv(3, 5, "hidden", stride=stride, spatial_dims=1, bias=bias).double()
+    with torch.no_grad():
+        conv.bias is None or conv.bias.normal_()
+    x = torch.randn(4, 3, 13, dtype=torch.float64, requires_grad=True)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+
+    def reference(x):
+        return F.conv1d(x, conv.weight, conv.bias, stride=stride, padding=1)
+
+    ours, ref = conv(x), reference(x)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(ref)
+    vs = [torch.randn_like(p) for p in params]
+    for f in (conv, reference):
+        grads = torch.autograd.grad((f(x) * g).sum() + (f(x) ** 2).sum(), params, create_graph=True)
+        hvp = torch.autograd.grad(grads, params, vs)
+        if f is conv:
+            ours_grads, ours_hvp = grads, hvp
+    for a, b in zip(ours_grads + ours_hvp, grads + hvp):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_convnet_blocks_run_in_stage_order():
     """blocks.0..L/3-1 form the first stage, and so on: FLeRM's depth mapping relies on this order."""
     torch.manual_seed(0)
