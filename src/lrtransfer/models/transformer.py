@@ -50,9 +50,8 @@ class Transformer(ScalableModel):
 
     def __init__(self, vocab_size: int, seq_len: int, width: int, depth: int, *, head_dim: int = 16,
                  norm: str = "pre", norm_affine: bool = True, qk_norm: bool = False, bias: bool = True,
-                 base_width: int | None = None,
-                 base_depth: int | None = None, param: Parametrization | str = "sp", branch_scale: str = "auto",
-                 init_scale: float = 1.0, branch_mult: float = 1.0):
+                 base_width: int | None = None, base_depth: int | None = None, param: Parametrization | str = "sp",
+                 branch_scale: str = "auto", init_scale: float = 1.0, branch_mult: float = 1.0):
         super().__init__(width, depth, base_width, base_depth)
         if norm not in NORMS:
             raise ValueError(f"model.norm={norm!r} is not one of {', '.join(NORMS)}")

@@ -171,8 +171,8 @@ def flerm_init_scale(runs: ExperimentRuns, out: Path) -> ExperimentReport:
                           "FLeRM ≤ ½ SP", f"{fmt(l_fl)} vs {fmt(l_sp)}",
                           None if math.isnan(l_sp) or math.isnan(l_fl) else l_fl <= l_sp / 2))
     return ExperimentReport("flerm_init_scale", "", "FLeRM across initialisation scales (criterion E)",
-                            "Transformer (pre+post-mod LayerNorms, QK-norm), Adam, hidden weights initialised init_scale "
-                            "times larger; FLeRM matches the record of the init_scale=1 base model (its seeds "
+                            "Transformer (pre+post-mod LayerNorms, QK-norm), Adam, hidden weights initialised "
+                            "init_scale times larger; FLeRM matches the record of the init_scale=1 base model (its seeds "
                             "averaged).",
                             transfer_figures(out, stages, init_scale, "init scale"), claims, len(runs.finished),
                             transfer_notes(best, "init scale"))
@@ -188,8 +188,8 @@ def flerm_transformer(runs: ExperimentRuns, out: Path) -> ExperimentReport:
         notes += transfer_notes(best, "width", prefix=f"{norm}: ")
     return ExperimentReport("flerm_transformer", "", "FLeRM: Transformer width transfer per norm placement (criterion D)",
                             "Transformer with QK-norm, Adam; norm placements pre, post and pre_post_mod (LayerNorms "
-                            "with or without gain and bias: the setup table says which); base-width records.", figs, claims,
-                            len(runs.finished), notes)
+                            "with or without gain and bias: the setup table says which); base-width records.",
+                            figs, claims, len(runs.finished), notes)
 
 
 def fslr_series(r: RunRecord, weighted: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:

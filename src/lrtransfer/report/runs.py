@@ -177,7 +177,8 @@ def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = N
 # The configuration keys a report's setup table shows.
 SETUP_KEYS = ("model.name", "data.name", "param.name", "param.readout_zero_init", "optim.name", "optim.lr",
               "model.width", "model.depth", "model.layers_per_block", "model.base_width", "model.base_depth",
-              "model.branch_scale", "model.branch_mult", "model.norm", "model.norm_affine", "model.init_scale", "train.steps", "train.batch_size",
+              "model.branch_scale", "model.branch_mult", "model.norm", "model.norm_affine", "model.init_scale",
+              "train.steps", "train.batch_size",
               "train.warmup_steps", "seed", "measure.spectra.every", "measure.spectra.batch_size", "fslr.mode")
 
 

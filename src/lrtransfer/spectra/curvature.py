@@ -105,7 +105,7 @@ class Curvature:
         """H, or D^½ H D^½ when the flat vector ``scaling_sqrt`` = D^½ is given.  Its guess at the top
         eigenvectors is :meth:`mean_mode` (D^½ times it when scaled): the Gauss-Newton part carries the top of
         the spectrum, and the guess costs no curvature product."""
-        op = self._operator(self.hvp, self.dim, self.mean_mode)
+        op = self._operator(self.hvp, self.dim, lambda: self._guess)
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- Jacobian of the outputs, and the Gauss-Newton matrix G = Jᵀ H_loss J ------------------------
@@ -144,9 +144,9 @@ class Curvature:
         mode alone, every example's outputs moving together: the large constant component that ReLU networks'
         NTKs have, which sets the outlying top of their Hessian spectrum.  So it can lie close to the top
         eigenvector (|cos| 0.98 for the benchmark's ResMLP at init and 0.99 after 100 Adam steps, where the
-        gradient's is 0.44 and 0.56; after SGD training both are low; README).  Costs one backward pass through the model and
-        ``iterations`` + 1 through the loss alone (power iteration on the C × C matrix Σ_n H_n), no curvature
-        product.  v starts from the summed output gradient, the mean residual.
+        gradient's is 0.44 and 0.56; after SGD training both are low; README).  Costs one backward pass through
+        the model and ``iterations`` + 1 through the loss alone (power iteration on the C × C matrix Σ_n H_n),
+        no curvature product.  v starts from the summed output gradient, the mean residual.
         """
         outputs, grad = self._output_gradient
         lead = tuple(range(outputs.dim() - 1))
@@ -164,8 +164,13 @@ class Curvature:
             v = w / w.norm()
         return self.vjp(self.loss_hvp(v.expand_as(outputs)))
 
+    @cached_property
+    def _guess(self) -> torch.Tensor:
+        """The mean mode, computed once however many operators (raw, rescaled, GGN) start cold from it."""
+        return self.mean_mode()
+
     def ggn(self, scaling_sqrt: torch.Tensor | None = None) -> Operator:
-        op = self._operator(lambda v: self.vjp(self.loss_hvp(self.jvp(v))), self.dim, self.mean_mode)
+        op = self._operator(lambda v: self.vjp(self.loss_hvp(self.jvp(v))), self.dim, lambda: self._guess)
         return op if scaling_sqrt is None else op.congruence(scaling_sqrt)
 
     # --- empirical NTK Θ = J Jᵀ over all (example, output) pairs ----------------------------------------
