@@ -163,6 +163,8 @@ BAD = {
     "model=convnet model.depth=4": "model.depth=4: must be a multiple of 3 for model.name=convnet",
     "model.branch_mult=0": "model.branch_mult=0.0: must be positive",
     "model=simple_convnet model.branch_mult=3": "model.branch_mult=3.0: model.name=simple_convnet has no residual branches",
+    "model=transformer data=shakespeare model.init=flerm_resmlp":
+        "model.init='flerm_resmlp': only model.name=resmlp has it, not transformer",
     "model=linear data=teacher model.branch_scale=none": "model.branch_scale='none': model.name=linear has no residual",
     "tracking.uri=http://127.0.0.1:9": "tracking.uri=http://127.0.0.1:9: MLflow server is not reachable",
     "tracking.uri=htp://host:5000": "tracking.uri='htp://host:5000': must start with one of sqlite:///",

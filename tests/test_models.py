@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from lrtransfer.models import NORMS, LinearNet, ResConvNet, ResMLP, SimpleConvNet, Transformer
+from lrtransfer.parametrization import Parametrization
 
 
 @pytest.mark.parametrize("norm", NORMS)
@@ -39,6 +40,34 @@ def test_parameter_free_layernorms_are_the_affine_ones_at_init(norm):
     with torch.no_grad():
         affine.final_norm.weight.mul_(2.0)
     assert not torch.allclose(free(idx), affine(idx))
+
+
+@pytest.mark.parametrize("param", ["sp", "mup"])
+def test_flerm_resmlp_init_is_the_papers_code(param):
+    """init=flerm_resmlp: branch weights He-normal on top of the parametrization's (and the depth rule's) std,
+    branch and readout biases U(±1/√fan_in), the readout weight U(±its std), the input layer unchanged; the
+    abc model draws the same input layer and is untouched by the option."""
+    kw = dict(base_width=64, base_depth=4, param=param, branch_scale="sqrt_depth_init")
+    torch.manual_seed(0)
+    abc = ResMLP(40, 10, 256, 16, **kw)
+    torch.manual_seed(0)
+    paper = ResMLP(40, 10, 256, 16, init="flerm_resmlp", **kw)
+    assert torch.equal(paper.input.weight, abc.input.weight) and not paper.input.bias.any()
+    n, m, r = 256, 16 / 4, 256 / 64
+    for block in paper.blocks:
+        w, b = block.branch[1].weight, block.branch[1].bias
+        assert w.std().item() == pytest.approx((2 / n) ** 0.5 / m ** 0.5, rel=0.02)
+        assert b.abs().max() <= n ** -0.5 and b.std().item() == pytest.approx((3 * n) ** -0.5, rel=0.3)
+    bound = n ** -0.5 if param == "sp" else (n / r) ** -0.5  # µP: the base width's std, times a 1/r multiplier
+    readout = paper.readout.weight
+    assert readout.abs().max() <= bound and readout.abs().max() > 0.99 * bound
+    assert readout.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.05)
+    assert paper.readout.bias.abs().max() <= n ** -0.5 and paper.readout.bias.any()
+    assert paper.param_specs() == abc.param_specs()
+    zero = ResMLP(40, 10, 64, 4, init="flerm_resmlp", param=Parametrization("mup", readout_zero_init=True))
+    assert not zero.readout.weight.any() and not zero.readout.bias.any()
+    with pytest.raises(ValueError, match="init='he': choose one of abc, flerm_resmlp"):
+        ResMLP(40, 10, 64, 4, init="he")
 
 
 def test_transformer_heads_grow_with_width():

@@ -109,7 +109,7 @@ def test_setup_table_states_each_stages_logged_settings(tmp_path):
         model = "resmlp" if stage == "resmlp" else "simple_convnet"
         for key, value in (("model.name", model), ("model.width", width), ("optim.lr", lr),
                            ("measure.spectra.every", every), ("measure.spectra.batch_size", "256"),
-                           ("model.branch_mult", "1.0")):
+                           ("model.branch_mult", "1.0"), ("model.init", "abc")):
             client.log_param(run_id, key, value)
     table = setup_table(load_runs(uri, "exp", "small").finished, ["sp", "mup"])
     assert list(table) == ["sp", "mup", "resmlp"]  # the stages in the order given, then the others by name
@@ -118,6 +118,7 @@ def test_setup_table_states_each_stages_logged_settings(tmp_path):
     assert "measure.spectra.batch_size" not in table["sp"]  # no spectra measured there
     # a SimpleConvNet has no residual branches: model.branch_mult (logged, as every key is) is left out; a ResMLP's stays
     assert "model.branch_mult" not in table["sp"] and table["resmlp"]["model.branch_mult"] == "1.0"
+    assert "model.init" not in table["sp"] and table["resmlp"]["model.init"] == "abc"  # a ResMLP's init style only
 
 
 def record(seed, lr, loss, **tags):

@@ -49,6 +49,11 @@ class NormPlacement(Enum):
     none = "none"
 
 
+class InitStyle(Enum):
+    abc = "abc"  # the parametrization's normal weights, zero biases
+    flerm_resmlp = "flerm_resmlp"  # the FLeRM paper's ResMLP code on top of them (models/resmlp.py)
+
+
 class BranchScale(Enum):
     auto = "auto"
     none = "none"
@@ -108,6 +113,7 @@ class ModelConfig:
     qk_norm: bool = False
     bias: bool = True
     init_scale: float = 1.0
+    init: InitStyle = InitStyle.abc
 
 
 @dataclass
@@ -296,6 +302,8 @@ def validate(cfg: Any) -> None:
                f"model.name={_name(m.name)} has no residual branches to scale")
         _check(m.branch_mult == 1, "model.branch_mult", m.branch_mult,
                f"model.name={_name(m.name)} has no residual branches to multiply")
+    _check(_name(m.init) == "abc" or _name(m.name) == "resmlp", "model.init", _name(m.init),
+           f"only model.name=resmlp has it, not {_name(m.name)}")
     if _name(m.name) == "simple_convnet":  # two fixed conv layers: no depth axis to sweep
         _check(m.depth == 1, "model.depth", m.depth,
                "must be 1 for model.name=simple_convnet (it has no residual blocks)")

@@ -94,7 +94,7 @@ def build_model(cfg: DictConfig, data) -> ScalableModel:
         return ResConvNet(data.in_shape, data.out_dim, m.width, m.depth, layers_per_block=m.layers_per_block,
                           bias=m.bias, task=data.task, **common, **scaling)
     return ResMLP(data.in_dim, data.out_dim, m.width, m.depth, layers_per_block=m.layers_per_block, bias=m.bias,
-                  task=data.task, **common, **scaling)
+                  init=value(m.init), task=data.task, **common, **scaling)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable,

@@ -177,8 +177,8 @@ def load_runs(uri: str, experiment: str, scale: str, hashes: set[str] | None = N
 # The configuration keys a report's setup table shows.
 SETUP_KEYS = ("model.name", "data.name", "param.name", "param.readout_zero_init", "optim.name", "optim.lr",
               "model.width", "model.depth", "model.layers_per_block", "model.base_width", "model.base_depth",
-              "model.branch_scale", "model.branch_mult", "model.norm", "model.norm_affine", "model.init_scale",
-              "train.steps", "train.batch_size",
+              "model.branch_scale", "model.branch_mult", "model.norm", "model.norm_affine", "model.init",
+              "model.init_scale", "train.steps", "train.batch_size",
               "train.warmup_steps", "seed", "measure.spectra.every", "measure.spectra.batch_size", "fslr.mode")
 
 
@@ -190,12 +190,15 @@ def _ordered(values: set[str]) -> list[str]:
 
 
 def _relevant(key: str, params: list[dict[str, str]]) -> bool:
-    """The norm settings only where a Transformer ran, the residual-branch settings only where a model with
-    residual branches ran, the measurement batch only where spectra were measured."""
+    """The norm settings only where a Transformer ran, the init style only where a ResMLP ran, the
+    residual-branch settings only where a model with residual branches ran, the measurement batch only where
+    spectra were measured."""
     if key in ("model.layers_per_block", "model.branch_scale", "model.branch_mult"):
         return any(p.get("model.name", "") not in NO_RESIDUAL_BRANCHES and key in p for p in params)
     if key in ("model.norm", "model.norm_affine"):
         return any(p.get("model.name") == "transformer" for p in params)
+    if key == "model.init":
+        return any(p.get("model.name") == "resmlp" for p in params)
     if key == "measure.spectra.batch_size":
         return any(p.get("measure.spectra.every", "0") != "0" for p in params)
     return any(key in p for p in params)
